@@ -1,0 +1,5 @@
+"""python -m filedock"""
+
+from .cli import main
+
+main()

@@ -1,0 +1,88 @@
+"""The original app's two endpoints, with their response shapes (API.md section 6)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+from werkzeug.http import parse_options_header
+
+from ..context import get_settings, get_storage
+from ..jsondocs import InvalidJson, load_document
+from ..multipart import MalformedMultipart, client_basename, stage_form
+from ..storage import (
+    InvalidKey,
+    ObjectNotFound,
+    StorageError,
+    TooLarge,
+    check_key,
+    check_segment,
+)
+
+bp = Blueprint("compat", __name__)
+
+
+def compat_error(status: int, error: str) -> tuple[Response, int]:
+    """The original app's error shape."""
+    return jsonify({"STATUS": "false", "error": error}), status
+
+
+@bp.get("/getJsonFromFile/", defaults={"filename": ""})
+@bp.get("/getJsonFromFile/<anypath:filename>")
+def get_json_from_file(filename: str) -> Any:
+    """Return a JSON document as {"STATUS": "true", "LABELS_MAPPING": ...}."""
+    try:
+        key = check_key(filename)
+        document, _ = load_document(get_storage(), key, get_settings().max_json_bytes)
+    except InvalidKey as exc:
+        return compat_error(400, f"invalid file name: {exc}")
+    except ObjectNotFound:
+        return compat_error(404, "file not found in server")
+    except InvalidJson:
+        return compat_error(422, "file is not valid JSON")
+    except TooLarge:
+        return compat_error(413, "file is too large")
+    return jsonify({"STATUS": "true", "LABELS_MAPPING": document})
+
+
+@bp.post("/uploadFiles")
+def upload_files() -> Any:
+    """Store each file of FILES_LIST at the root as FILE_NAME + its name without spaces."""
+    settings, storage = get_settings(), get_storage()
+    mimetype, options = parse_options_header(request.headers.get("Content-Type", ""))
+    if mimetype != "multipart/form-data" or not options.get("boundary"):
+        return compat_error(400, "expected a multipart/form-data body with files in FILES_LIST")
+    if request.content_length is not None and request.content_length > settings.max_upload_bytes:
+        return compat_error(413, f"the body is larger than {settings.max_upload_bytes} bytes")
+    boundary = options["boundary"].encode("latin-1", "replace")
+    try:
+        form = stage_form(
+            storage, request.stream, boundary, "FILES_LIST", settings.max_upload_bytes
+        )
+    except MalformedMultipart as exc:
+        return compat_error(400, str(exc))
+    except TooLarge as exc:
+        return compat_error(413, str(exc))
+    try:
+        prefix = form.fields.get("FILE_NAME", "")
+        if prefix:
+            try:
+                check_segment(prefix)
+            except InvalidKey as exc:
+                return compat_error(400, f"invalid FILE_NAME: {exc}")
+        if not form.files:
+            return compat_error(400, "no files in FILES_LIST")
+        saved: list[str] = []
+        error_files = ""
+        for item in form.files:
+            name = prefix + client_basename(item.filename).replace(" ", "")
+            try:
+                key = check_key(name)
+                storage.commit(key, item.staged, item.content_type)
+            except StorageError:
+                error_files += "," + item.filename
+                continue
+            saved.append(key)
+        return jsonify({"STATUS": "true", "ERROR_FILES_LIST": error_files, "SAVED_FILES": saved})
+    finally:
+        form.discard(storage)

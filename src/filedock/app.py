@@ -1,0 +1,64 @@
+"""create_app(): assembles the Flask app and does nothing else."""
+
+from __future__ import annotations
+
+from flask import Flask, Response, request
+from flask_cors import CORS
+
+from . import context, errors
+from .api import compat, health
+from .config import Settings
+from .routing import AnyPathConverter
+from .storage import open_storage
+
+EXPOSED_HEADERS = [
+    "ETag",
+    "Location",
+    "Content-Range",
+    "Content-Digest",
+    "Content-Disposition",
+    "Upload-Offset",
+    "Upload-Length",
+    "Upload-Expires",
+    "Upload-Metadata",
+    "Tus-Resumable",
+    "Tus-Version",
+    "Tus-Extension",
+    "Tus-Max-Size",
+    "X-Request-ID",
+]
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """The filedock WSGI application for these settings (from the environment by default)."""
+    settings = settings or Settings.from_env()
+    app = Flask(__name__)
+    app.url_map.converters["anypath"] = AnyPathConverter
+    app.url_map.merge_slashes = False
+    app.url_map.strict_slashes = False
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    context.init_app(app, settings, open_storage(settings))
+    errors.init_app(app)
+    CORS(
+        app,
+        origins=list(settings.cors_origins),
+        send_wildcard=settings.cors_origins == ("*",),
+        expose_headers=EXPOSED_HEADERS,
+        max_age=600,
+    )
+    app.before_request(refuse_writes_when_read_only)
+    for blueprint in (health.bp, compat.bp):
+        app.register_blueprint(blueprint)
+    return app
+
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def refuse_writes_when_read_only() -> Response | tuple[Response, int] | None:
+    """With read_only set, every write is 403 read-only."""
+    if not context.get_settings().read_only or request.method in SAFE_METHODS:
+        return None
+    if request.blueprint == "compat":
+        return compat.compat_error(403, "the server is read-only")
+    return errors.problem(403, "read-only", "the server is read-only")

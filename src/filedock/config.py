@@ -1,0 +1,150 @@
+"""Settings: the one config object (defaults < TOML file < FILEDOCK_* environment < flags)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+ENV_PREFIX = "FILEDOCK_"
+
+
+class ConfigError(ValueError):
+    """A setting has a bad name or value."""
+
+
+@dataclass(frozen=True)
+class Token:
+    """An API token as the config keeps it: only its SHA-256 hash."""
+
+    hash: str
+    scopes: tuple[str, ...]
+    prefix: str = ""
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server can be told."""
+
+    store: str = "./data"  # a directory, or memory:// for tests and demos
+    host: str = "127.0.0.1"
+    port: int = 5000
+    workers: int = 2
+    threads: int = 16
+    max_upload_bytes: int = 10 << 30
+    max_json_bytes: int = 16 << 20
+    cors_origins: tuple[str, ...] = ("*",)
+    allow_anonymous: bool = False
+    read_only: bool = False
+    tokens: tuple[Token, ...] = ()
+    secret_key: str = ""
+    config_file: str = field(default="", metadata={"env": False})
+
+    @classmethod
+    def load(
+        cls,
+        config_file: str | None = None,
+        env: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> Settings:
+        """Defaults, then the TOML file, then the environment, then overrides (flags)."""
+        env = os.environ if env is None else env
+        config_file = config_file or env.get(ENV_PREFIX + "CONFIG") or ""
+        values: dict[str, Any] = {}
+        if config_file:
+            values.update(read_toml(config_file))
+            values["config_file"] = config_file
+        values.update(env_values(env))
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_dict(values)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Settings from FILEDOCK_* variables (and FILEDOCK_CONFIG's file, if named)."""
+        return cls.load(env=env)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> Settings:
+        """Build settings from plain values, checking names and converting types."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for name, value in values.items():
+            if name not in fields:
+                raise ConfigError(f"unknown setting {name!r}")
+            kwargs[name] = _convert(name, fields[name].type, value)
+        return cls(**kwargs)
+
+
+def read_toml(path: str) -> dict[str, Any]:
+    """The settings of a TOML file: keys at top level, tokens as [[tokens]] tables."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+    return data
+
+
+def env_values(env: Mapping[str, str]) -> dict[str, str]:
+    """The FILEDOCK_* variables as setting names; unknown names are an error."""
+    names = {f.name for f in dataclasses.fields(Settings) if f.metadata.get("env", True)}
+    values = {}
+    for var, value in env.items():
+        if not var.startswith(ENV_PREFIX) or var == ENV_PREFIX + "CONFIG":
+            continue
+        name = var[len(ENV_PREFIX) :].lower()
+        if name in ("url", "token"):  # the client commands' variables
+            continue
+        if name not in names:
+            raise ConfigError(f"unknown environment variable {var}")
+        values[name] = value
+    return values
+
+
+def _convert(name: str, kind: Any, value: Any) -> Any:
+    kind = str(kind)
+    try:
+        if kind == "int":
+            if isinstance(value, bool):
+                raise ValueError
+            return int(value)
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError
+        if kind == "str":
+            if not isinstance(value, str):
+                raise ValueError
+            return value
+        if kind == "tuple[str, ...]":
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(str(item).strip() for item in items if str(item).strip())
+        if kind == "tuple[Token, ...]":
+            return tuple(_token(item) for item in value)
+    except (TypeError, ValueError, KeyError):
+        raise ConfigError(f"bad value for {name}: {value!r}") from None
+    raise ConfigError(f"setting {name} has an unsupported type {kind}")
+
+
+def _token(item: Any) -> Token:
+    if isinstance(item, Token):
+        return item
+    scopes = item["scopes"]
+    scopes = scopes.split(",") if isinstance(scopes, str) else scopes
+    return Token(
+        hash=str(item["hash"]),
+        scopes=tuple(str(s).strip() for s in scopes),
+        prefix=str(item.get("prefix", "")),
+        name=str(item.get("name", "")),
+    )

@@ -1,0 +1,117 @@
+"""Exceptions -> RFC 9457 problem+json with stable codes (API.md section 2)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+from werkzeug.http import HTTP_STATUS_CODES
+
+from .storage import (
+    AlreadyExists,
+    Conflict,
+    InsufficientStorage,
+    InvalidKey,
+    ObjectNotFound,
+    PreconditionFailed,
+    TooLarge,
+)
+
+log = logging.getLogger("filedock")
+
+
+class ApiError(Exception):
+    """An error raised by the HTTP layer with its own status and code."""
+
+    def __init__(self, status: int, code: str, detail: str = "", headers: Any = None) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.detail, self.headers = status, code, detail, headers
+
+
+class BadRequest(ApiError):
+    """Generic malformed input."""
+
+    def __init__(self, detail: str, code: str = "bad-request") -> None:
+        super().__init__(400, code, detail)
+
+
+class DigestMismatch(ValueError):
+    """The body does not match its Content-Digest."""
+
+
+PROBLEMS: dict[type[Exception], tuple[int, str]] = {
+    InvalidKey: (400, "invalid-path"),
+    DigestMismatch: (400, "digest-mismatch"),
+    ObjectNotFound: (404, "not-found"),
+    AlreadyExists: (412, "precondition-failed"),
+    PreconditionFailed: (412, "precondition-failed"),
+    Conflict: (409, "conflict"),
+    TooLarge: (413, "too-large"),
+    InsufficientStorage: (507, "insufficient-storage"),
+}
+
+HTTP_CODES: dict[int, str] = {
+    400: "bad-request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    409: "conflict",
+    411: "bad-request",
+    412: "precondition-failed",
+    413: "too-large",
+    415: "unsupported-media-type",
+    416: "range-not-satisfiable",
+    422: "invalid-json",
+    431: "bad-request",
+    507: "insufficient-storage",
+}
+
+
+def problem(status: int, code: str, detail: str | None = None) -> Response:
+    """An application/problem+json response."""
+    title = HTTP_STATUS_CODES.get(status, "Error")
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    body["code"] = code
+    response = jsonify(body)
+    response.status_code, response.mimetype = status, "application/problem+json"
+    return response
+
+
+def lookup(exc: Exception) -> tuple[int, str] | None:
+    """The (status, code) of an exception, by its MRO in PROBLEMS."""
+    for cls in type(exc).__mro__:
+        if cls in PROBLEMS:
+            return PROBLEMS[cls]
+    return None
+
+
+def to_response(exc: Exception) -> Response:
+    """The problem+json response for any exception."""
+    if isinstance(exc, ApiError):
+        response = problem(exc.status, exc.code, exc.detail)
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
+    if isinstance(exc, HTTPException):
+        status = exc.code or 500
+        detail = exc.description if status != 404 else "no such resource"
+        response = problem(status, HTTP_CODES.get(status, "bad-request"), detail)
+        for name, value in exc.get_headers():
+            if name.lower() not in ("content-type", "content-length"):
+                response.headers[name] = value
+        return response
+    found = lookup(exc)
+    if found is not None:
+        return problem(found[0], found[1], str(exc) or None)
+    log.exception("unhandled error")
+    return problem(500, "internal", "the server failed; the request id is in its log")
+
+
+def init_app(app: Flask) -> None:
+    """Route every error through problem()."""
+    app.register_error_handler(Exception, to_response)

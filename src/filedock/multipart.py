@@ -1,0 +1,216 @@
+"""Streaming multipart/form-data: file parts are read straight from the request body.
+
+Werkzeug's form parser spools every file to a temporary file before the handler sees it;
+a store would then copy it again. This reader hands each file part to the caller as a
+stream, so the store's staging file is the only copy, and it bounds everything a hostile
+body could use to exhaust the server: parts, header bytes, field bytes, total bytes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import IO, BinaryIO
+
+from werkzeug.datastructures import MultiDict
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.sansio.multipart import (
+    Data,
+    Epilogue,
+    Field,
+    File,
+    MultipartDecoder,
+    NeedData,
+)
+
+from .storage import Staged, Storage, TooLarge
+
+READ_BYTES = 1 << 20
+
+
+class MalformedMultipart(ValueError):
+    """The body is not valid multipart/form-data, or breaks one of the reader's bounds."""
+
+
+@dataclass
+class FilePart:
+    """One file of the form; `stream` is readable until the next part is asked for."""
+
+    name: str
+    filename: str
+    content_type: str
+    stream: BinaryIO
+
+
+@dataclass
+class MultipartReader:
+    """Iterate over the file parts of a body; non-file fields are collected in `fields`."""
+
+    stream: IO[bytes]
+    boundary: bytes
+    max_bytes: int | None = None
+    max_parts: int = 1000
+    max_field_bytes: int = 64 << 10
+    max_header_bytes: int = 16 << 10
+    fields: MultiDict[str, str] = field(default_factory=MultiDict)
+
+    def __post_init__(self) -> None:
+        if not self.boundary or len(self.boundary) > 200:
+            raise MalformedMultipart("the multipart boundary is missing or too long")
+        self._decoder = MultipartDecoder(
+            self.boundary, max_form_memory_size=READ_BYTES + (1 << 16), max_parts=self.max_parts
+        )
+        self._received = 0
+        self._eof = False
+        self._done = False
+
+    def _feed(self) -> None:
+        """Give the decoder the next piece of the body."""
+        if self._eof:
+            raise MalformedMultipart("the multipart body ended before its closing boundary")
+        chunk = self.stream.read(READ_BYTES)
+        if not chunk:
+            self._eof = True
+            self._decoder.receive_data(None)
+            return
+        self._received += len(chunk)
+        if self.max_bytes is not None and self._received > self.max_bytes:
+            raise TooLarge(f"the body is larger than {self.max_bytes} bytes")
+        self._decoder.receive_data(chunk)
+
+    def _next(self) -> object:
+        """The decoder's next event, reading more of the body when it needs data."""
+        while True:
+            try:
+                event = self._decoder.next_event()
+            except RequestEntityTooLarge:
+                raise MalformedMultipart(
+                    f"the multipart body has more than {self.max_parts} parts"
+                ) from None
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise MalformedMultipart(f"malformed multipart body: {exc}") from None
+            if not isinstance(event, NeedData):
+                return event
+            if len(self._decoder.buffer) > self.max_header_bytes + READ_BYTES:
+                raise MalformedMultipart("a multipart part header is too long")
+            try:
+                self._feed()
+            except RequestEntityTooLarge:
+                raise MalformedMultipart("a multipart part header is too long") from None
+
+    def __iter__(self) -> Iterator[FilePart]:
+        while not self._done:
+            event = self._next()
+            if isinstance(event, Epilogue):
+                self._done = True
+            elif isinstance(event, Field):
+                self.fields.add(event.name or "", self._read_field())
+            elif isinstance(event, File):
+                body = _PartStream(self)
+                yield FilePart(
+                    name=event.name or "",
+                    filename=event.filename or "",
+                    content_type=event.headers.get("content-type", ""),
+                    stream=body,  # type: ignore[arg-type]
+                )
+                body.drain()
+
+    def _read_field(self) -> str:
+        value = bytearray()
+        more = True
+        while more:
+            event = self._next()
+            if not isinstance(event, Data):
+                raise MalformedMultipart("malformed multipart body")
+            value += event.data
+            more = event.more_data
+            if len(value) > self.max_field_bytes:
+                raise TooLarge(f"a form field is larger than {self.max_field_bytes} bytes")
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise MalformedMultipart("a form field is not valid UTF-8") from None
+
+
+class _PartStream:
+    """The bytes of one file part, read on demand from the body."""
+
+    def __init__(self, reader: MultipartReader) -> None:
+        self._reader = reader
+        self._buffer = b""
+        self._more = True
+
+    def read(self, size: int = -1) -> bytes:
+        """Up to size bytes of the part (all of it for -1); b"" at its end."""
+        while self._more and (size < 0 or len(self._buffer) < size):
+            event = self._reader._next()
+            if not isinstance(event, Data):
+                raise MalformedMultipart("malformed multipart body")
+            self._more = event.more_data
+            if self._buffer:
+                self._buffer += event.data
+            else:
+                self._buffer = event.data
+            if size >= 0 and self._buffer:
+                break
+        if size < 0 or size >= len(self._buffer):
+            data, self._buffer = self._buffer, b""
+        else:
+            data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+    def drain(self) -> None:
+        """Skip whatever the caller did not read."""
+        while self.read(READ_BYTES):
+            pass
+
+
+@dataclass
+class StagedFile:
+    """A file of the form, staged in the store and waiting for its final name."""
+
+    filename: str
+    content_type: str
+    staged: Staged
+
+
+@dataclass
+class StagedForm:
+    """What stage_form() took from a body: staged files, in order, and the text fields."""
+
+    files: list[StagedFile]
+    fields: MultiDict[str, str]
+
+    def discard(self, storage: Storage) -> None:
+        """Drop every staged file that was not committed."""
+        for item in self.files:
+            storage.discard(item.staged)
+
+
+def stage_form(
+    storage: Storage,
+    stream: IO[bytes],
+    boundary: bytes,
+    file_field: str,
+    max_bytes: int | None,
+) -> StagedForm:
+    """Stream each file of `file_field` into the store's staging area in one pass.
+
+    Fields may come before or after the files (curl sends them in command-line order), so
+    names are decided once the whole body is read; nothing is visible until committed."""
+    reader = MultipartReader(stream, boundary, max_bytes=max_bytes)
+    form = StagedForm(files=[], fields=reader.fields)
+    try:
+        for part in reader:
+            if part.name != file_field:
+                continue
+            staged = storage.stage(part.stream)
+            form.files.append(StagedFile(part.filename, part.content_type, staged))
+    except BaseException:
+        form.discard(storage)
+        raise
+    return form
+
+
+def client_basename(filename: str) -> str:
+    """The last segment of a client's filename, split on both '/' and '\\'."""
+    return filename.replace("\\", "/").rsplit("/", 1)[-1]

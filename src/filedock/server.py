@@ -1,0 +1,97 @@
+"""The production server: filedock's app under gunicorn with threaded workers."""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from .app import create_app
+from .config import Settings
+
+# A gthread worker's main loop heartbeats the arbiter while its threads serve requests, so this
+# timeout bounds a hung worker, never the length of an upload or download.
+WORKER_TIMEOUT_SECONDS = 60
+# On SIGTERM / Ctrl-C, requests in flight (an upload being committed) get this long to finish.
+GRACEFUL_TIMEOUT_SECONDS = 30
+
+
+class ServeError(RuntimeError):
+    """The server refuses to start, with the reason for the user."""
+
+
+def is_loopback(host: str) -> bool:
+    """Is host an address (or name) that only this machine can reach?"""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(settings: Settings) -> None:
+    """Refuse to open a server with no tokens beyond loopback unless explicitly allowed."""
+    if settings.tokens or settings.allow_anonymous or is_loopback(settings.host):
+        return
+    raise ServeError(
+        f"refusing to listen on {settings.host}: no tokens are configured, so anyone who can "
+        "reach it could read and write the store. Create a token with "
+        "'filedock token create --config FILE --scope read,write' and pass --config FILE, "
+        "or pass --allow-anonymous to serve it open on purpose."
+    )
+
+
+def gunicorn_options(settings: Settings) -> dict[str, Any]:
+    """gunicorn settings for filedock."""
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+
+    def when_ready(server: Any) -> None:
+        for listener in server.LISTENERS:
+            name = listener.sock.getsockname()
+            address = f"[{name[0]}]" if ":" in name[0] else name[0]
+            print(f"filedock: serving {settings.store} at http://{address}:{name[1]}/", flush=True)
+
+    return {
+        "bind": [f"{host}:{settings.port}"],
+        "workers": settings.workers,
+        "worker_class": "gthread",
+        "threads": settings.threads,
+        "timeout": WORKER_TIMEOUT_SECONDS,
+        "graceful_timeout": GRACEFUL_TIMEOUT_SECONDS,
+        "keepalive": 5,
+        # gunicorn's control socket lives under ~/.gunicorn/ and is shared by every server
+        # of the user: two filedock servers would fight over it.
+        "control_socket_disable": True,
+        "when_ready": when_ready,
+        "accesslog": "-",
+        "errorlog": "-",
+        "proc_name": "filedock",
+    }
+
+
+class Server(BaseApplication):  # type: ignore[misc]
+    """gunicorn, configured from Settings, loading create_app(settings) in each worker."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        super().__init__()
+
+    def load_config(self) -> None:
+        """Apply filedock's options to gunicorn's config."""
+        for name, value in gunicorn_options(self.settings).items():
+            self.cfg.set(name, value)
+
+    def load(self) -> Any:
+        """The WSGI app of each worker."""
+        return create_app(self.settings)
+
+
+def serve(settings: Settings) -> None:
+    """Run the server until SIGTERM or Ctrl-C."""
+    check_exposure(settings)
+    create_app(settings)  # fail here, with a clear message, if the store cannot be opened
+    sys.argv = sys.argv[:1]  # gunicorn must not parse filedock's own flags
+    Server(settings).run()

@@ -1,0 +1,416 @@
+"""A store in a local directory: each object a plain file at its path under the root."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import mimetypes
+import os
+import stat as statmod
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
+from typing import BinaryIO
+
+from .base import (
+    CHUNK_BYTES,
+    OCTET_STREAM,
+    RESERVED_PREFIX,
+    AlreadyExists,
+    Conflict,
+    InsufficientStorage,
+    InvalidKey,
+    Key,
+    ObjectInfo,
+    ObjectNotFound,
+    PreconditionFailed,
+    Staged,
+    TooLarge,
+    Verify,
+)
+
+
+def guess_type(key: str) -> str:
+    """The media type a key's extension suggests."""
+    return mimetypes.guess_type(key, strict=False)[0] or OCTET_STREAM
+
+
+class BoundedFile:
+    """A file object that reads at most `length` bytes from its current offset.
+
+    It keeps fileno(), so a WSGI server can still hand it to sendfile(2)."""
+
+    def __init__(self, raw: BinaryIO, length: int) -> None:
+        self._raw = raw
+        self._left = length
+
+    def read(self, size: int = -1) -> bytes:
+        """Read up to size bytes, never past the bound."""
+        if self._left <= 0:
+            return b""
+        size = self._left if size is None or size < 0 else min(size, self._left)
+        data = self._raw.read(size)
+        self._left -= len(data)
+        return data
+
+    def fileno(self) -> int:
+        """The underlying descriptor, positioned at the start of the range."""
+        return self._raw.fileno()
+
+    def close(self) -> None:
+        """Close the underlying file."""
+        self._raw.close()
+
+    def __enter__(self) -> BoundedFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class LocalStorage:
+    """Objects as plain files under root; server state under root/.filedock/."""
+
+    def __init__(self, root: str) -> None:
+        os.makedirs(root, exist_ok=True)
+        self.root = os.path.realpath(root)
+        self._state = os.path.join(self.root, RESERVED_PREFIX)
+        self._staging = os.path.join(self._state, "staging")
+        for name in ("staging", "meta", "locks", "state"):
+            os.makedirs(os.path.join(self._state, name), exist_ok=True)
+
+    # -- paths -------------------------------------------------------------------------------
+
+    def _path(self, key: Key) -> str:
+        """The file path of key, refusing anything that resolves outside the root."""
+        path = os.path.join(self.root, key)
+        real = os.path.realpath(path)
+        if real != path:
+            rel = os.path.relpath(real, self.root)
+            if rel == os.curdir or rel.startswith(os.pardir) or os.path.isabs(rel):
+                raise ObjectNotFound(f"no object at {key}")
+            if rel.split(os.sep, 1)[0].startswith(RESERVED_PREFIX):
+                raise ObjectNotFound(f"no object at {key}")
+        return real
+
+    def _hashed(self, folder: str, key: str, suffix: str) -> str:
+        digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
+        return os.path.join(self._state, folder, digest[:2], digest + suffix)
+
+    @contextmanager
+    def _lock(self, key: str) -> Iterator[None]:
+        """An exclusive lock on key, held across threads and processes of this machine."""
+        path = self._hashed("locks", key, ".lock")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    # -- metadata ----------------------------------------------------------------------------
+
+    def _info(self, key: str, path: str, st: os.stat_result) -> ObjectInfo:
+        """Describe a file, using the cached hash when the file has not changed since."""
+        meta_path = self._hashed("meta", key, ".json")
+        stamp = [st.st_ino, st.st_size, st.st_mtime_ns]
+        meta: dict[str, object] = {}
+        with suppress(OSError, ValueError):
+            with open(meta_path, "rb") as f:
+                meta = json.load(f)
+        if meta.get("stamp") != stamp or not isinstance(meta.get("sha256"), str):
+            meta = {"stamp": stamp, "sha256": _hash_file(path), "content_type": guess_type(key)}
+            with suppress(OSError):
+                self._write_meta(meta_path, meta)
+        return ObjectInfo(
+            key=key,
+            size=st.st_size,
+            content_type=str(meta.get("content_type") or guess_type(key)),
+            sha256=str(meta["sha256"]),
+            modified=datetime.fromtimestamp(st.st_mtime_ns / 1e9, UTC).replace(microsecond=0),
+        )
+
+    def _write_meta(self, meta_path: str, meta: dict[str, object]) -> None:
+        os.makedirs(os.path.dirname(meta_path), exist_ok=True)
+        tmp = f"{meta_path}.{uuid.uuid4().hex}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(meta, f)
+        os.replace(tmp, meta_path)
+
+    def _stat_file(self, key: Key) -> tuple[str, os.stat_result]:
+        path = self._path(key)
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            raise ObjectNotFound(f"no object at {key}") from None
+        if not statmod.S_ISREG(st.st_mode):
+            raise ObjectNotFound(f"no object at {key}")
+        return path, st
+
+    # -- the Storage interface ---------------------------------------------------------------
+
+    def stat(self, key: Key) -> ObjectInfo:
+        """Describe the object at key."""
+        path, st = self._stat_file(key)
+        return self._info(key, path, st)
+
+    def open(self, key: Key, start: int = 0, end: int | None = None) -> BinaryIO:
+        """A real file object positioned at start (bounded to end), so sendfile can serve it."""
+        path, _ = self._stat_file(key)
+        f = open(path, "rb")  # noqa: SIM115 - the caller closes it
+        if start:
+            f.seek(start)
+        if end is not None:
+            return BoundedFile(f, max(0, end - start))  # type: ignore[return-value]
+        return f
+
+    def write(
+        self,
+        key: Key,
+        data: BinaryIO,
+        content_type: str,
+        if_match: str | None = None,
+        if_none_match: bool = False,
+        max_bytes: int | None = None,
+        verify: Verify | None = None,
+    ) -> ObjectInfo:
+        """Stage data (hashing it as it streams), then commit it under key."""
+        self._path(key)  # refuse a key that escapes the root before reading the body
+        staged = self.stage(data, max_bytes)
+        try:
+            if verify is not None:
+                verify(staged.sha256)
+            return self.commit(key, staged, content_type, if_match, if_none_match)
+        finally:
+            self.discard(staged)
+
+    def stage(self, data: BinaryIO, max_bytes: int | None = None) -> Staged:
+        """Copy data to a new staging file in one hashing pass, then fsync it."""
+        staging_id = uuid.uuid4().hex
+        path = self._staging_path(staging_id)
+        try:
+            with _enospc(), open(path, "xb") as f:
+                sha256, size = _copy(data, f, max_bytes)
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            with suppress(FileNotFoundError):
+                os.unlink(path)
+            raise
+        return Staged(id=staging_id, size=size, sha256=sha256)
+
+    def _staging_path(self, staging_id: str) -> str:
+        if not staging_id or not all(c in "0123456789abcdef-_" for c in staging_id):
+            raise ValueError(f"bad staging id {staging_id!r}")
+        return os.path.join(self._staging, staging_id + ".part")
+
+    def discard(self, staged: Staged) -> None:
+        """Remove a staging file if it is still there."""
+        with suppress(FileNotFoundError):
+            os.unlink(self._staging_path(staged.id))
+
+    def commit(
+        self,
+        key: Key,
+        staged: Staged,
+        content_type: str,
+        if_match: str | None = None,
+        if_none_match: bool = False,
+    ) -> ObjectInfo:
+        """Check the preconditions and rename the staged file into place, under the key's lock."""
+        path = self._path(key)
+        staging = self._staging_path(staged.id)
+        with self._lock(key):
+            self._check_preconditions(key, if_match, if_none_match)
+            parent = os.path.dirname(path)
+            try:
+                os.makedirs(parent, exist_ok=True)
+            except (FileExistsError, NotADirectoryError):
+                raise Conflict(f"a parent of {key} is a file") from None
+            if self._path(key) != path:  # a parent was swapped for a symlink meanwhile
+                raise ObjectNotFound(f"no object at {key}")
+            if os.path.isdir(path):
+                try:
+                    os.rmdir(path)  # an empty folder holds no objects: the file may take its place
+                except OSError:
+                    raise Conflict(f"{key} is a folder that holds objects") from None
+            st = os.stat(staging)
+            meta: dict[str, object] = {
+                "stamp": [st.st_ino, st.st_size, st.st_mtime_ns],
+                "sha256": staged.sha256,
+                "content_type": content_type or guess_type(key),
+            }
+            with _enospc():
+                self._write_meta(self._hashed("meta", key, ".json"), meta)
+                os.chmod(staging, 0o644)
+                os.replace(staging, path)
+                _fsync_dir(parent)
+            return self._info(key, path, os.stat(path))
+
+    def _check_preconditions(self, key: Key, if_match: str | None, if_none_match: bool) -> None:
+        if if_match is None and not if_none_match:
+            return
+        try:
+            current: ObjectInfo | None = self.stat(key)
+        except ObjectNotFound:
+            current = None
+        if if_none_match and current is not None:
+            raise AlreadyExists(f"an object exists at {key}")
+        if if_match is not None and (current is None or not _etag_matches(if_match, current)):
+            raise PreconditionFailed(f"the object at {key} does not match {if_match}")
+
+    def delete(self, key: Key, if_match: str | None = None) -> None:
+        """Remove the file at key and any folders that become empty."""
+        with self._lock(key):
+            path, _ = self._stat_file(key)
+            self._check_preconditions(key, if_match, False)
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                raise ObjectNotFound(f"no object at {key}") from None
+            with suppress(FileNotFoundError):
+                os.unlink(self._hashed("meta", key, ".json"))
+            parent = os.path.dirname(path)
+            while parent != self.root:
+                try:
+                    os.rmdir(parent)
+                except OSError:
+                    break
+                parent = os.path.dirname(parent)
+
+    def list(self, prefix: str = "", after: str = "") -> Iterator[ObjectInfo]:
+        """Every object whose key starts with prefix, in key order, after `after`."""
+        base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        try:
+            keys = sorted(k for k in self._walk(base) if k.startswith(prefix) and k > after)
+        except OSError:
+            return
+        for key in keys:
+            try:
+                yield self.stat(Key(key))
+            except (ObjectNotFound, InvalidKey):
+                continue
+
+    def _walk(self, base: str) -> Iterator[str]:
+        top = os.path.join(self.root, base) if base else self.root
+        if os.path.realpath(top) != os.path.normpath(top):
+            return
+        for dirpath, dirnames, filenames in os.walk(top):
+            rel = os.path.relpath(dirpath, self.root)
+            rel = "" if rel == os.curdir else rel + "/"
+            dirnames[:] = [d for d in dirnames if not d.startswith(RESERVED_PREFIX)]
+            for name in filenames:
+                if not name.startswith(RESERVED_PREFIX):
+                    yield rel + name
+
+    def check(self) -> None:
+        """Write, read back and remove a probe file."""
+        self.put_state("probe", b"ok")
+        if self.get_state("probe") != b"ok":
+            raise OSError("the store did not read back what was written")
+        self.delete_state("probe")
+
+    # -- state records -----------------------------------------------------------------------
+
+    def _state_path(self, name: str) -> str:
+        if not name or name.startswith("/") or ".." in name.split("/") or "\0" in name:
+            raise ValueError(f"bad state name {name!r}")
+        return os.path.join(self._state, "state", name)
+
+    def get_state(self, name: str) -> bytes | None:
+        """The record called name, or None."""
+        try:
+            with open(self._state_path(name), "rb") as f:
+                return f.read()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def put_state(self, name: str, value: bytes, if_absent: bool = False) -> bool:
+        """Write a record atomically (tmp, fsync, rename; link for create-only)."""
+        path = self._state_path(name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+        try:
+            with _enospc(), open(tmp, "xb") as f:
+                f.write(value)
+                f.flush()
+                os.fsync(f.fileno())
+            if if_absent:
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    return False
+            else:
+                os.replace(tmp, path)
+            return True
+        finally:
+            with suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+    def delete_state(self, name: str) -> None:
+        """Remove a record if it exists."""
+        with suppress(FileNotFoundError):
+            os.unlink(self._state_path(name))
+
+    def list_state(self, prefix: str) -> Iterator[str]:
+        """Names of the records starting with prefix (within one folder level of it)."""
+        folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        try:
+            names = os.listdir(os.path.join(self._state, "state", folder))
+        except FileNotFoundError:
+            return
+        for name in sorted(names):
+            full = f"{folder}/{name}" if folder else name
+            if full.startswith(prefix) and not name.endswith(".tmp"):
+                yield full
+
+
+def _etag_matches(header: str, info: ObjectInfo) -> bool:
+    """Does an If-Match value (a list of ETags, or *) match the object?"""
+    tags = [t.strip() for t in header.split(",")]
+    return "*" in tags or info.etag in tags or f"W/{info.etag}" in tags
+
+
+def _copy(src: BinaryIO, dst: BinaryIO, max_bytes: int | None) -> tuple[str, int]:
+    """Copy src to dst in one pass, hashing as it goes; TooLarge past max_bytes."""
+    digest = hashlib.sha256()
+    size = 0
+    read, update, write = src.read, digest.update, dst.write
+    while True:
+        chunk = read(CHUNK_BYTES)
+        if not chunk:
+            break
+        size += len(chunk)
+        if max_bytes is not None and size > max_bytes:
+            raise TooLarge(f"the body is larger than {max_bytes} bytes")
+        update(chunk)
+        write(chunk)
+    return digest.hexdigest(), size
+
+
+def _hash_file(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def _enospc() -> Iterator[None]:
+    """Turn a full disk (or quota) into InsufficientStorage."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise InsufficientStorage("the store is full") from None
+        raise

@@ -1,0 +1,128 @@
+"""Shared fixtures: settings, app and client (Flask's test client), and a live server."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from filedock.app import create_app
+from filedock.config import Settings
+
+SRC = str(Path(__file__).resolve().parent.parent / "src")
+URL_LINE = re.compile(r"filedock: serving .* at (http://\S+/)")
+
+
+@pytest.fixture
+def store_dir(tmp_path: Path) -> Path:
+    """The store's folder, with a sentinel file beside it that no request may reach."""
+    (tmp_path / "sentinel.json").write_text('{"secret": "sentinel"}')
+    store = tmp_path / "store"
+    store.mkdir()
+    return store
+
+
+@pytest.fixture
+def settings(store_dir: Path) -> Settings:
+    """Settings for a local store in a temporary folder."""
+    return Settings(store=str(store_dir))
+
+
+@pytest.fixture
+def app(settings: Settings) -> Flask:
+    """The app on those settings."""
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    """Flask's test client for the app."""
+    return app.test_client()
+
+
+@dataclass
+class LiveServer:
+    """A `filedock serve` process."""
+
+    process: subprocess.Popen[str]
+    url: str
+    output: list[str] = field(default_factory=list)
+    reader: threading.Thread | None = None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        """Send sig and wait for the process to end; its exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise
+        finally:
+            if self.reader is not None:
+                self.reader.join(10)
+            if self.process.stdout is not None:
+                self.process.stdout.close()
+        return code
+
+
+def start_server(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> LiveServer:
+    """Start `python -m filedock serve ARGS` and wait until it prints its URL."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("FILEDOCK_")}
+    full_env["PYTHONPATH"] = SRC + os.pathsep + full_env.get("PYTHONPATH", "")
+    full_env.update(env or {})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "filedock", "serve", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=full_env,
+        cwd=cwd,
+    )
+    assert process.stdout is not None
+    output: list[str] = []
+    url = ""
+    timer = threading.Timer(60, process.kill)
+    timer.start()
+    try:
+        for line in process.stdout:
+            output.append(line)
+            match = URL_LINE.search(line)
+            if match:
+                url = match.group(1).rstrip("/")
+                break
+    finally:
+        timer.cancel()
+    if not url:
+        process.kill()
+        raise RuntimeError("filedock serve did not start:\n" + "".join(output))
+    server = LiveServer(process, url, output)
+
+    def drain() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            output.append(line)
+
+    server.reader = threading.Thread(target=drain, daemon=True)
+    server.reader.start()
+    return server
+
+
+@pytest.fixture
+def live_server(store_dir: Path) -> Iterator[LiveServer]:
+    """`filedock serve` on the temporary store, on a free port."""
+    server = start_server("--store", str(store_dir), "--port", "0")
+    yield server
+    server.stop()

@@ -1,0 +1,81 @@
+"""What only the local directory store does: plain files, hand-placed files, symlinks."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from pathlib import Path
+
+import pytest
+
+from filedock.storage import Key, LocalStorage, ObjectNotFound
+
+
+@pytest.fixture
+def local(tmp_path: Path) -> LocalStorage:
+    (tmp_path / "sentinel.txt").write_text("sentinel")
+    return LocalStorage(str(tmp_path / "store"))
+
+
+def test_objects_are_plain_files(local: LocalStorage, tmp_path: Path) -> None:
+    local.write(Key("a/b.txt"), io.BytesIO(b"plain"), "text/plain")
+    assert (tmp_path / "store" / "a" / "b.txt").read_bytes() == b"plain"
+    assert not list((tmp_path / "store" / ".filedock" / "staging").iterdir())
+
+
+def test_hand_placed_file_gets_its_etag_and_a_change_invalidates_it(
+    local: LocalStorage, tmp_path: Path
+) -> None:
+    path = tmp_path / "store" / "hand.json"
+    path.write_bytes(b'{"a": 1}')
+    assert local.stat(Key("hand.json")).sha256 == hashlib.sha256(b'{"a": 1}').hexdigest()
+    assert local.stat(Key("hand.json")).content_type == "application/json"
+    path.write_bytes(b'{"a": 22}')
+    assert local.stat(Key("hand.json")).sha256 == hashlib.sha256(b'{"a": 22}').hexdigest()
+    replacement = tmp_path / "other"
+    replacement.write_bytes(b'{"a": 33}')
+    os.utime(replacement, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns))
+    os.replace(replacement, path)  # same size and mtime, new inode
+    assert local.stat(Key("hand.json")).sha256 == hashlib.sha256(b'{"a": 33}').hexdigest()
+
+
+def test_symlink_out_of_the_root_is_not_followed(local: LocalStorage, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    (store / "escape.txt").symlink_to(tmp_path / "sentinel.txt")
+    (store / "outdir").symlink_to(tmp_path)
+    with pytest.raises(ObjectNotFound):
+        local.stat(Key("escape.txt"))
+    with pytest.raises(ObjectNotFound):
+        local.open(Key("outdir/sentinel.txt"))
+    with pytest.raises(ObjectNotFound):
+        local.write(Key("outdir/sentinel.txt"), io.BytesIO(b"overwritten"), "")
+    with pytest.raises(ObjectNotFound):
+        local.write(Key("outdir/new.txt"), io.BytesIO(b"new"), "")
+    assert (tmp_path / "sentinel.txt").read_text() == "sentinel"
+    assert not (tmp_path / "new.txt").exists()
+    assert [i.key for i in local.list()] == []
+
+
+def test_symlink_into_the_state_folder_is_not_followed(local: LocalStorage, tmp_path: Path) -> None:
+    (tmp_path / "store" / "st").symlink_to(tmp_path / "store" / ".filedock")
+    with pytest.raises(ObjectNotFound):
+        local.write(Key("st/state/x"), io.BytesIO(b"x"), "")
+
+
+def test_symlink_inside_the_root_is_served(local: LocalStorage, tmp_path: Path) -> None:
+    local.write(Key("real.txt"), io.BytesIO(b"real"), "")
+    (tmp_path / "store" / "alias.txt").symlink_to(tmp_path / "store" / "real.txt")
+    with local.open(Key("alias.txt")) as f:
+        assert f.read() == b"real"
+
+
+def test_failed_write_leaves_no_staging_file(local: LocalStorage, tmp_path: Path) -> None:
+    class Broken(io.RawIOBase):
+        def readinto(self, b: bytearray) -> int:  # type: ignore[override]
+            raise ConnectionResetError("client went away")
+
+    with pytest.raises(ConnectionResetError):
+        local.write(Key("x"), Broken(), "")  # type: ignore[arg-type]
+    assert not list((tmp_path / "store" / ".filedock" / "staging").iterdir())
+    assert not (tmp_path / "store" / "x").exists()
