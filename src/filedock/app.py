@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Flask, Response, request
 from flask_cors import CORS
 
@@ -9,7 +11,7 @@ from . import context, errors
 from .api import compat, health
 from .config import Settings
 from .routing import AnyPathConverter
-from .storage import open_storage
+from .storage import InvalidKey, check_key, open_storage
 
 EXPOSED_HEADERS = [
     "ETag",
@@ -46,10 +48,28 @@ def create_app(settings: Settings | None = None) -> Flask:
         expose_headers=EXPOSED_HEADERS,
         max_age=600,
     )
+    app.url_value_preprocessor(check_key_argument)
     app.before_request(refuse_writes_when_read_only)
     for blueprint in (health.bp, compat.bp):
         app.register_blueprint(blueprint)
     return app
+
+
+def check_key_argument(endpoint: str | None, values: dict[str, Any] | None) -> None:
+    """Validate the `key` URL argument of every native route, once, before any handler runs.
+
+    The WSGI server percent-decodes the path once and hands it over as latin-1; Werkzeug
+    re-decodes that as UTF-8, replacing bad bytes with U+FFFD, so a path that had invalid
+    UTF-8 is recognised here from the raw PATH_INFO."""
+    if values is None or "key" not in values:
+        return
+    key = values["key"]
+    if "\ufffd" in key:
+        try:
+            request.environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            raise InvalidKey("the path is not valid UTF-8") from None
+    values["key"] = check_key(key)
 
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
