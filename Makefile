@@ -31,5 +31,17 @@ fix: $(STAMP)
 	$(BIN)/ruff check --fix src tests
 	$(BIN)/ruff format src tests
 
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+# make bench: the full side-by-side run (writes docs/benchmarks-table.md and .png);
+# make bench QUICK=1: every workload at small sizes, in under two minutes
+bench: $(BENCH_STAMP)
+	@command -v nginx >/dev/null && command -v wrk >/dev/null && command -v curl >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx wrk curl)
+	$(BIN)/python bench/run.py $(if $(QUICK),--quick,) $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) build src/*.egg-info

@@ -1,0 +1,662 @@
+"""Side-by-side benchmark: filedock against nginx, uploadserver, copyparty and the original app.
+
+Each server is started alone on loopback, the same workloads run against each, and the
+table gives medians of N runs and the ratio of filedock to each reference (above 1: filedock
+is faster, or uses less memory for the RSS rows).
+
+    python bench/run.py            # full run: 1 GiB transfers, 10 s wrk runs, 3 runs each
+    python bench/run.py --quick    # every workload at small sizes, one run (CI keeps it alive)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+MIB = 1 << 20
+LABELS = (ROOT / "examples" / "labelsFile.json").read_bytes()
+
+
+@dataclass
+class Sizes:
+    big: int
+    small: int
+    small_count: int
+    wrk_seconds: int
+    runs: int
+
+
+FULL = Sizes(big=1 << 30, small=100 << 10, small_count=200, wrk_seconds=10, runs=3)
+QUICK = Sizes(big=16 << 20, small=100 << 10, small_count=20, wrk_seconds=2, runs=1)
+
+
+# -- process helpers -------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
+def tree_pids(pid: int) -> list[int]:
+    """pid and all its descendants, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        todo.extend(children.get(p, []))
+    return found
+
+
+def tree_rss(pid: int) -> int:
+    """Resident memory of a process tree, in bytes."""
+    total = 0
+    for p in tree_pids(pid):
+        try:
+            with open(f"/proc/{p}/statm") as f:
+                total += int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+class RssSampler:
+    """Peak RSS of a process tree while a block runs."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak, self._stop = pid, 0, threading.Event()
+
+    def __enter__(self) -> RssSampler:
+        self.idle = tree_rss(self.pid)
+        self.peak = self.idle
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            self.peak = max(self.peak, tree_rss(self.pid))
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+# -- servers ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    """A server under test and how each workload addresses it (None: not supported)."""
+
+    name: str
+    command: Callable[[Path, int], tuple[list[str], dict[str, str]]]
+    root: Callable[[Path], Path]  # the folder it serves, under the work dir
+    put: Callable[[str], str] | None = None  # object name -> URL for a raw PUT
+    multipart: tuple[str, str] | None = None  # (path, file field)
+    download: Callable[[str], str] | None = None
+    json_get: str | None = None
+    json_pointer: str | None = None
+    tus: str | None = None
+    setup: Callable[[Path, int], None] | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    port: int = 0
+
+    def start(self, work: Path) -> None:
+        root = self.root(work)
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "labelsFile.json").write_bytes(LABELS)
+        self.port = free_port()
+        if self.setup:
+            self.setup(work, self.port)
+        argv, env = self.command(work, self.port)
+        log = open(work / f"{self.name}.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            argv, stdout=log, stderr=log, env={**os.environ, **env}, start_new_session=True
+        )
+        wait_for_port(self.port, self.proc)
+        time.sleep(0.5)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+PY = sys.executable
+BIN = Path(sys.executable).parent
+WORKERS = 2
+THREADS = 16
+
+
+def gunicorn_cmd(app: str, worker: str = "gthread") -> Callable[[Path, int], tuple[list[str], dict[str, str]]]:
+    def command(work: Path, port: int) -> tuple[list[str], dict[str, str]]:
+        argv = [str(BIN / "gunicorn"), app, "-b", f"127.0.0.1:{port}", "-w", str(WORKERS),
+                "--no-control-socket", "--timeout", "600"]  # fmt: skip
+        if worker == "gthread":
+            argv += ["-k", "gthread", "--threads", str(THREADS)]
+        else:
+            argv += ["-k", "sync", "-w", str(WORKERS * 2)]
+        return argv, {"FILEDOCK_STORE": str(work / "filedock"),
+                      "BASELINE_FOLDER": str(work / "baseline"), "PYTHONPATH": str(HERE)}  # fmt: skip
+
+    return command
+
+
+def filedock_server(name: str, command: Callable[[Path, int], tuple[list[str], dict[str, str]]]) -> Server:
+    return Server(
+        name=name,
+        command=command,
+        root=lambda w: w / "filedock",
+        put=lambda n: f"/api/v1/files/{n}",
+        multipart=("/api/v1/files?overwrite=true", "file"),
+        download=lambda n: f"/api/v1/files/{n}",
+        json_get="/api/v1/json/labelsFile.json",
+        json_pointer="/api/v1/json/labelsFile.json?pointer=/thanos",
+        tus="/api/v1/uploads",
+    )
+
+
+def filedock_serve(work: Path, port: int) -> tuple[list[str], dict[str, str]]:
+    return [str(BIN / "filedock"), "serve", "--store", str(work / "filedock"),
+            "--port", str(port), "--workers", str(WORKERS)], {}  # fmt: skip
+
+
+def granian_cmd(work: Path, port: int) -> tuple[list[str], dict[str, str]]:
+    return [str(BIN / "granian"), "--interface", "wsgi", "--host", "127.0.0.1", "--port", str(port),
+            "--workers", str(WORKERS), "--blocking-threads", str(THREADS),
+            "wsgi_filedock:app"], {"FILEDOCK_STORE": str(work / "filedock"), "PYTHONPATH": str(HERE)}  # fmt: skip
+
+
+def uwsgi_cmd(work: Path, port: int) -> tuple[list[str], dict[str, str]]:
+    return [str(BIN / "uwsgi"), "--http-socket", f"127.0.0.1:{port}", "--master",
+            "--processes", str(WORKERS), "--threads", str(THREADS), "--die-on-term",
+            "--wsgi-file", str(HERE / "wsgi_filedock.py"), "--callable", "app",
+            "--buffer-size", "32768", "--disable-logging"], {"FILEDOCK_STORE": str(work / "filedock")}  # fmt: skip
+
+
+NGINX_CONF = """
+worker_processes 2;
+user root;
+daemon off;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    types {{ application/json json; }}
+    default_type application/octet-stream;
+    client_body_temp_path {work}/nginx-tmp;
+    client_max_body_size 0;
+    server {{
+        listen 127.0.0.1:{port};
+        root {work}/nginx;
+        location / {{
+            dav_methods PUT;
+            create_full_put_path on;
+        }}
+    }}
+}}
+"""
+
+
+def nginx_setup(work: Path, port: int) -> None:
+    (work / "nginx-tmp").mkdir(exist_ok=True)
+    (work / "nginx.conf").write_text(NGINX_CONF.format(work=work, port=port))
+
+
+def servers(selection: list[str]) -> list[Server]:
+    catalogue = {
+        "filedock": filedock_server("filedock", filedock_serve),
+        "filedock-sync": filedock_server("filedock-sync", gunicorn_cmd("wsgi_filedock:app", "sync")),
+        "filedock-granian": filedock_server("filedock-granian", granian_cmd),
+        "filedock-uwsgi": filedock_server("filedock-uwsgi", uwsgi_cmd),
+        "nginx": Server(
+            name="nginx",
+            command=lambda w, p: (["nginx", "-c", str(w / "nginx.conf"), "-p", str(w)], {}),
+            root=lambda w: w / "nginx",
+            setup=nginx_setup,
+            put=lambda n: f"/{n}",
+            download=lambda n: f"/{n}",
+            json_get="/labelsFile.json",
+        ),
+        "uploadserver": Server(
+            name="uploadserver",
+            command=lambda w, p: ([PY, "-m", "uploadserver", "--allow-replace", "-b", "127.0.0.1",
+                                   "-d", str(w / "uploadserver"), str(p)], {}),  # fmt: skip
+            root=lambda w: w / "uploadserver",
+            multipart=("/upload", "files"),
+            download=lambda n: f"/{n}",
+            json_get="/labelsFile.json",
+        ),
+        "copyparty": Server(
+            name="copyparty",
+            command=lambda w, p: ([str(BIN / "copyparty"), "-q", "-i", "127.0.0.1", "-p", str(p),
+                                   "-v", f"{w / 'copyparty'}::rw", "--no-thumb",
+                                   "--hist", str(w / "copyparty-hist")], {}),  # fmt: skip
+            root=lambda w: w / "copyparty",
+            put=lambda n: f"/{n}",
+            multipart=("/?act=bput", "f"),
+            download=lambda n: f"/{n}",
+            json_get="/labelsFile.json",
+        ),
+        "baseline": Server(
+            name="baseline",
+            command=gunicorn_cmd("baseline_app:app"),
+            root=lambda w: w / "baseline",
+            multipart=("/uploadFiles", "FILES_LIST"),
+            json_get="/getJsonFromFile/labelsFile.json",
+        ),
+    }
+    return [catalogue[name] for name in selection]
+
+
+# -- workloads -------------------------------------------------------------------------------
+
+
+def curl(*args: str) -> float:
+    """Run curl, check it got a 2xx, and return the seconds it took."""
+    start = time.perf_counter()
+    result = subprocess.run(
+        ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}\n", "-H", "Expect:", *args],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    elapsed = time.perf_counter() - start
+    codes = result.stdout.split()
+    if result.returncode != 0 or not codes or not all(c.startswith("2") for c in codes):
+        raise RuntimeError(f"curl {args[:3]}: exit {result.returncode} {codes[-3:]} {result.stderr[:200]}")
+    return elapsed
+
+
+@dataclass
+class Result:
+    value: float
+    unit: str  # "MiB/s", "req/s", "ms", "MiB"
+    higher_is_better: bool = True
+
+
+@dataclass
+class Context:
+    sizes: Sizes
+    work: Path
+    payload: Path
+    smalls: list[Path] = field(default_factory=list)
+
+
+def throughput(size: int, seconds: float) -> Result:
+    return Result(size / MIB / seconds, "MiB/s")
+
+
+def w_put(s: Server, c: Context) -> Result | None:
+    if not s.put:
+        return None
+    return throughput(c.sizes.big, curl("-T", str(c.payload), s.url + s.put("big.bin")))
+
+
+def w_multipart(s: Server, c: Context) -> Result | None:
+    if not s.multipart:
+        return None
+    path, name = s.multipart
+    return throughput(c.sizes.big, curl("-F", f"{name}=@{c.payload};filename=mp.bin", s.url + path))
+
+
+def w_many_one_request(s: Server, c: Context) -> Result | None:
+    if not s.multipart:
+        return None
+    path, name = s.multipart
+    args = [a for p in c.smalls for a in ("-F", f"{name}=@{p}")]
+    total = c.sizes.small * len(c.smalls)
+    return throughput(total, curl(*args, s.url + path))
+
+
+def w_many_per_request(s: Server, c: Context) -> Result | None:
+    """One request per file over one keep-alive connection: raw PUT where the server has it."""
+    args: list[str] = []
+    for i, p in enumerate(c.smalls):
+        if i:
+            args.append("--next")
+        if s.put:
+            args += ["-T", str(p), s.url + s.put(f"small/{p.name}")]
+        elif s.multipart:
+            args += ["-F", f"{s.multipart[1]}=@{p}", s.url + s.multipart[0]]
+        else:
+            return None
+        args += ["-o", "/dev/null", "-w", "%{http_code}\n", "-H", "Expect:", "-sS"]
+    total = c.sizes.small * len(c.smalls)
+    return Result(len(c.smalls) / curl(*args), "files/s") if total else None
+
+
+def w_download(s: Server, c: Context) -> Result | None:
+    if not s.download:
+        return None
+    return throughput(c.sizes.big, curl(s.url + s.download("dl.bin")))
+
+
+def w_range(s: Server, c: Context) -> Result | None:
+    if not s.download or s.name == "uploadserver":  # http.server ignores Range
+        return None
+    half = c.sizes.big // 2
+    return throughput(c.sizes.big - half, curl("-r", f"{half}-", s.url + s.download("dl.bin")))
+
+
+def w_tus(s: Server, c: Context) -> Result | None:
+    if not s.tus:
+        return None
+    from tusclient import client as tus_client
+
+    uploader = tus_client.TusClient(s.url + s.tus).uploader(
+        str(c.payload), chunk_size=8 * MIB, metadata={"path": "tus.bin", "overwrite": "true"}
+    )
+    start = time.perf_counter()
+    uploader.upload()
+    return throughput(c.sizes.big, time.perf_counter() - start)
+
+
+def wrk(url: str, seconds: int) -> tuple[float, float, float]:
+    out = subprocess.run(
+        ["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency", url],
+        capture_output=True, text=True, check=True, timeout=seconds + 60,
+    ).stdout  # fmt: skip
+    if "Non-2xx" in out:
+        raise RuntimeError(f"wrk saw errors:\n{out}")
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+    def pct(p: str) -> float:
+        m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
+        assert m, out
+        return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+
+    return rps, pct("50"), pct("99")
+
+
+def w_json(s: Server, c: Context) -> list[tuple[str, Result]] | None:
+    if not s.json_get:
+        return None
+    rps, p50, p99 = wrk(s.url + s.json_get, c.sizes.wrk_seconds)
+    return [("json GET", Result(rps, "req/s")), ("json GET p50", Result(p50, "ms", False)),
+            ("json GET p99", Result(p99, "ms", False))]  # fmt: skip
+
+
+def w_json_compat(s: Server, c: Context) -> list[tuple[str, Result]] | None:
+    if not s.name.startswith("filedock"):
+        return None
+    rps, _, _ = wrk(s.url + "/getJsonFromFile/labelsFile.json", c.sizes.wrk_seconds)
+    return [("json GET (original endpoint)", Result(rps, "req/s"))]
+
+
+def w_pointer(s: Server, c: Context) -> list[tuple[str, Result]] | None:
+    if not s.json_pointer:
+        return None
+    rps, p50, p99 = wrk(s.url + s.json_pointer, c.sizes.wrk_seconds)
+    return [("json pointer GET", Result(rps, "req/s")), ("json pointer p99", Result(p99, "ms", False))]
+
+
+TRANSFERS: list[tuple[str, Callable[[Server, Context], Result | None]]] = [
+    ("raw PUT", w_put),
+    ("multipart upload", w_multipart),
+    ("tus upload (8 MiB chunks)", w_tus),
+    ("download", w_download),
+    ("range download (2nd half)", w_range),
+]
+SMALL: list[tuple[str, Callable[[Server, Context], Result | None]]] = [
+    ("small files, one request", w_many_one_request),
+    ("small files, one per request", w_many_per_request),
+]
+RATES = [w_json, w_json_compat, w_pointer]
+
+
+def run_server(s: Server, c: Context, runs: int) -> dict[str, list[Result]]:
+    """Every workload against one server, `runs` times; RSS sampled during big transfers."""
+    out: dict[str, list[Result]] = {}
+    root = s.root(c.work)
+    s.start(c.work)
+    try:
+        dl = root / "dl.bin"
+        if not dl.exists():
+            os.link(c.payload, dl)
+        if s.download:
+            curl("-r", "0-0", s.url + s.download("dl.bin"))  # warm: hand-placed files get hashed once
+        for _ in range(runs):
+            for label, fn in TRANSFERS:
+                assert s.proc is not None
+                with RssSampler(s.proc.pid) as rss:
+                    result = fn(s, c)
+                if result is None:
+                    continue
+                out.setdefault(label, []).append(result)
+                out.setdefault(f"peak RSS over idle, {label}", []).append(
+                    Result((rss.peak - rss.idle) / MIB, "MiB", False)
+                )
+            for label, fn in SMALL:
+                result = fn(s, c)
+                if result is not None:
+                    out.setdefault(label, []).append(result)
+            for rate in RATES:
+                for label, result in rate(s, c) or []:
+                    out.setdefault(label, []).append(result)
+            for stale in ("big.bin", "mp.bin", "tus.bin"):
+                (root / stale).unlink(missing_ok=True)
+    finally:
+        s.stop()
+    return out
+
+
+# -- report ----------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / (1 << 30)
+    return (f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, Linux {platform.release()}, "
+            f"Python {platform.python_version()}; client and server on the same machine over loopback")  # fmt: skip
+
+
+def versions() -> str:
+    def pip_version(name: str) -> str:
+        try:
+            from importlib.metadata import version
+
+            return version(name)
+        except Exception:
+            return "?"
+
+    nginx = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
+    return ", ".join([
+        nginx.replace("nginx version: ", ""),
+        f"gunicorn {pip_version('gunicorn')}", f"uploadserver {pip_version('uploadserver')}",
+        f"copyparty {pip_version('copyparty')}", f"granian {pip_version('granian')}",
+        f"uwsgi {pip_version('uwsgi')}", f"Flask {pip_version('flask')}",
+    ])  # fmt: skip
+
+
+def fmt(r: Result | None) -> str:
+    if r is None:
+        return "–"
+    return f"{r.value:,.0f} {r.unit}" if r.value >= 100 else f"{r.value:,.1f} {r.unit}"
+
+
+def median(results: list[Result]) -> Result:
+    return Result(statistics.median(r.value for r in results), results[0].unit, results[0].higher_is_better)
+
+
+def ratio(ours: Result | None, theirs: Result | None) -> float | None:
+    if ours is None or theirs is None or not theirs.value or not ours.value:
+        return None
+    return ours.value / theirs.value if ours.higher_is_better else theirs.value / ours.value
+
+
+def report(results: dict[str, dict[str, Result]], sizes: Sizes, names: list[str]) -> str:
+    labels: list[str] = []
+    for per in results.values():
+        labels += [label for label in per if label not in labels]
+    refs = [n for n in names if n != "filedock"]
+    lines = ["| workload | " + " | ".join(names) + " | " + " | ".join(f"÷ {r}" for r in refs) + " |",
+             "|---" * (1 + len(names) + len(refs)) + "|"]  # fmt: skip
+    for label in labels:
+        cells = [fmt(results[n].get(label)) for n in names]
+        ours = results.get("filedock", {}).get(label)
+        rs = [ratio(ours, results[r].get(label)) for r in refs]
+        lines.append(f"| {label} | " + " | ".join(cells) + " | "
+                     + " | ".join("–" if x is None else f"{x:.2f}×" for x in rs) + " |")  # fmt: skip
+    size = f"{sizes.big / MIB:,.0f} MiB"
+    head = (f"Transfers of {size}; {sizes.small_count} files of {sizes.small >> 10} KiB; JSON with "
+            f"`wrk -t2 -c32 -d{sizes.wrk_seconds}s`; median of {sizes.runs} run(s). Ratios are "
+            "filedock ÷ reference, oriented so that above 1× means filedock is better.")  # fmt: skip
+    return head + "\n\n" + "\n".join(lines) + "\n"
+
+
+def targets(results: dict[str, dict[str, Result]]) -> str:
+    fd = results.get("filedock", {})
+
+    def get(server: str, label: str) -> Result | None:
+        return results.get(server, {}).get(label)
+
+    checks: list[tuple[str, float | None, float]] = [
+        ("raw PUT ≥ 0.9× nginx", ratio(fd.get("raw PUT"), get("nginx", "raw PUT")), 0.9),
+        ("multipart ≥ 0.85× filedock raw PUT", ratio(fd.get("multipart upload"), fd.get("raw PUT")), 0.85),
+        ("tus ≥ 0.8× filedock raw PUT", ratio(fd.get("tus upload (8 MiB chunks)"), fd.get("raw PUT")), 0.8),
+        ("download ≥ 0.95× nginx", ratio(fd.get("download"), get("nginx", "download")), 0.95),
+        ("JSON GET ≥ 3× baseline (original endpoint)",
+         ratio(fd.get("json GET (original endpoint)"), get("baseline", "json GET")), 3.0),
+        ("JSON GET ≥ 0.5× nginx static", ratio(fd.get("json GET"), get("nginx", "json GET")), 0.5),
+    ]  # fmt: skip
+    lines = ["| target | measured | met |", "|---|---|---|"]
+    for label, value, goal in checks:
+        lines.append(f"| {label} | {'–' if value is None else f'{value:.2f}×'} | "
+                     f"{'–' if value is None else ('yes' if value >= goal else 'no')} |")  # fmt: skip
+    rss = fd.get("peak RSS over idle, raw PUT")
+    if rss is not None:
+        lines.append(f"| peak RSS during upload ≤ idle + 16 MiB × {WORKERS} workers | +{rss.value:.1f} MiB | "
+                     f"{'yes' if rss.value <= 16 * WORKERS else 'no'} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def chart(results: dict[str, dict[str, Result]], names: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    refs = [n for n in names if n != "filedock" and not n.startswith("filedock-")]
+    labels = [label for label in results.get("filedock", {}) if not label.startswith("peak RSS")
+              and "p50" not in label and "p99" not in label]  # fmt: skip
+    fig, ax = plt.subplots(figsize=(11, 0.45 * len(labels) * max(1, len(refs)) + 1.5))
+    height = 0.8 / max(1, len(refs))
+    for i, ref in enumerate(refs):
+        values = [ratio(results["filedock"].get(lb), results[ref].get(lb)) or 0 for lb in labels]
+        ys = [j + i * height for j in range(len(labels))]
+        ax.barh(ys, values, height=height, label=ref)
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_yticks([j + 0.4 - height / 2 for j in range(len(labels))], labels)
+    ax.invert_yaxis()
+    ax.set_xlabel("filedock ÷ reference (above 1: filedock better)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, one run")
+    parser.add_argument("--servers", default="filedock,nginx,uploadserver,copyparty,baseline")
+    parser.add_argument("--out", help="markdown report (default docs/benchmarks.md, or bench/results/ with --quick)")
+    args = parser.parse_args()
+    sizes = QUICK if args.quick else FULL
+    names = args.servers.split(",")
+    out = Path(args.out) if args.out else (
+        HERE / "results" / "quick.md" if args.quick else ROOT / "docs" / "benchmarks-table.md")  # fmt: skip
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    with tempfile.TemporaryDirectory(prefix="filedock-bench-") as tmp:
+        work = Path(tmp)
+        payload = work / "payload.bin"
+        with open(payload, "wb") as f:
+            block = os.urandom(MIB)
+            for i in range(sizes.big // MIB):
+                f.write(block[i % 251 :] + block[: i % 251])
+        smalls = []
+        (work / "small").mkdir()
+        for i in range(sizes.small_count):
+            p = work / "small" / f"s{i:03d}.bin"
+            p.write_bytes(os.urandom(sizes.small))
+            smalls.append(p)
+        context = Context(sizes, work, payload, smalls)
+        results: dict[str, dict[str, Result]] = {}
+        for server in servers(names):
+            t0 = time.perf_counter()
+            raw = run_server(server, context, sizes.runs)
+            results[server.name] = {label: median(rs) for label, rs in raw.items()}
+            print(f"{server.name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+
+    table = report(results, sizes, names)
+    goals = targets(results)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    text = f"Run {stamp} on {machine()}.\n\n{versions()}\n\n{table}\n{goals}"
+    out.write_text(text)
+    (out.with_suffix(".json")).write_text(json.dumps(
+        {n: {lb: [r.value, r.unit] for lb, r in per.items()} for n, per in results.items()}, indent=1))  # fmt: skip
+    chart(results, names, out.with_suffix(".png"))
+    print(text)
+
+
+if __name__ == "__main__":
+    if not shutil.which("curl") or not shutil.which("wrk") or not shutil.which("nginx"):
+        sys.exit("bench needs curl, wrk and nginx: run `make bench`, which installs them")
+    main()
