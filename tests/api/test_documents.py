@@ -589,5 +589,12 @@ def test_no_update_is_lost_across_workers(store_dir: Path) -> None:
         assert document["counter"] == 200
         assert {f"merge-{w}-{i}" for w in range(8) for i in range(5)} <= set(document)
         assert stored(store_dir, "shared.json") == document
+        # Hostile JSON in a worker thread of the real server: refused, and the worker lives on.
+        (store_dir / "deep.json").write_bytes(DEEP)
+        assert requests.get(server.url + URL + "deep.json", timeout=30).status_code == 413
+        assert requests.put(server.url + URL + "x.json", data=DEEP, timeout=30).status_code == 413
+        response = requests.patch(url, data=DEEP, headers={"Content-Type": MERGE}, timeout=30)
+        assert response.status_code == 413
+        assert requests.get(url, timeout=30).json() == document
     finally:
         assert server.stop() == 0
