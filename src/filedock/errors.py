@@ -9,6 +9,17 @@ from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
+from .jsondocs import (
+    DocumentBusy,
+    InvalidDocument,
+    InvalidJson,
+    InvalidPatch,
+    InvalidPointer,
+    JsonTooComplex,
+    PatchConflict,
+    PatchTestFailed,
+    PointerNotFound,
+)
 from .storage import (
     AlreadyExists,
     Conflict,
@@ -50,6 +61,15 @@ PROBLEMS: dict[type[Exception], tuple[int, str]] = {
     Conflict: (409, "conflict"),
     TooLarge: (413, "too-large"),
     InsufficientStorage: (507, "insufficient-storage"),
+    InvalidJson: (400, "invalid-json"),
+    InvalidDocument: (422, "invalid-json"),
+    JsonTooComplex: (413, "too-large"),
+    InvalidPointer: (400, "bad-request"),
+    PointerNotFound: (404, "pointer-not-found"),
+    InvalidPatch: (400, "invalid-patch"),
+    PatchTestFailed: (409, "patch-test-failed"),
+    PatchConflict: (409, "conflict"),
+    DocumentBusy: (409, "conflict"),
 }
 
 HTTP_CODES: dict[int, str] = {

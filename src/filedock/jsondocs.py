@@ -1,19 +1,94 @@
-"""JSON documents: stored objects that hold one JSON value. No Flask here."""
+"""JSON documents: stored objects that hold one JSON value. No Flask here.
+
+Parsing is strict (UTF-8, RFC 8259, no NaN/Infinity) and bounded: nesting deeper than the
+parser's recursion limit, integers past Python's digit limit and floats that overflow to
+infinity are refused as JsonTooComplex instead of crashing a request.
+
+Reads go through a small per-process cache keyed by (key, ETag). The ETag is the SHA-256 of
+the bytes, so an entry can never be stale: when any process (or a hand edit) changes the
+object, the store reports a new ETag and the old entry is simply not found again.
+
+PATCH is a read-modify-write made safe by the store's compare-and-swap: the new document is
+written with if_match=<the ETag it was computed from>, and recomputed from a fresh read when
+another writer got there first.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import math
+import random
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-from .storage import Key, ObjectInfo, Storage, TooLarge
+import jsonpatch
+import jsonpointer
+
+from .storage import Key, ObjectInfo, ObjectNotFound, PreconditionFailed, Storage, TooLarge
+
+JSON = "application/json"
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+PATCH_TYPES = (MERGE_PATCH, JSON_PATCH)
+
+# -- exceptions ------------------------------------------------------------------------------
 
 
 class InvalidJson(ValueError):
     """Bytes that are not one valid UTF-8 JSON value."""
 
 
+class JsonTooComplex(InvalidJson):
+    """JSON past the parser's limits: nested too deeply, or a number too long or too large."""
+
+
+class InvalidDocument(InvalidJson):
+    """A stored object that is not valid UTF-8 JSON."""
+
+
+class InvalidPointer(ValueError):
+    """A string that is not an RFC 6901 JSON Pointer."""
+
+
+class PointerNotFound(LookupError):
+    """A JSON Pointer that does not refer to a value of the document."""
+
+
+class InvalidPatch(ValueError):
+    """A patch that is not a well-formed merge patch or JSON Patch."""
+
+
+class PatchTestFailed(Exception):
+    """A JSON Patch `test` operation did not hold."""
+
+
+class PatchConflict(Exception):
+    """A well-formed JSON Patch that cannot be applied to this document (a missing target)."""
+
+
+class DocumentBusy(Exception):
+    """The document kept changing under a PATCH past its retry budget."""
+
+
+# -- parsing and serialising -----------------------------------------------------------------
+
+
 def _reject_constant(name: str) -> Any:
     raise InvalidJson(f"{name} is not valid JSON")
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise JsonTooComplex(f"the number {text[:20]}... is too large")
+    return value
 
 
 def parse_json(data: bytes) -> Any:
@@ -23,11 +98,214 @@ def parse_json(data: bytes) -> Any:
     except UnicodeDecodeError:
         raise InvalidJson("the document is not valid UTF-8") from None
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_parse_float)
     except RecursionError:
-        raise InvalidJson("the document is nested too deeply") from None
-    except ValueError as exc:  # JSONDecodeError, and ints past Python's digit limit
+        raise JsonTooComplex("the document is nested too deeply") from None
+    except InvalidJson:
+        raise
+    except json.JSONDecodeError as exc:
         raise InvalidJson(f"the document is not valid JSON: {exc}") from None
+    except ValueError:  # an integer past Python's digit limit
+        raise JsonTooComplex("the document has a number with too many digits") from None
+
+
+def dump_json(value: Any) -> bytes:
+    """Serialise a value compactly as UTF-8 JSON, keeping the order of object members."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except RecursionError:
+        raise JsonTooComplex("the document is nested too deeply") from None
+    except ValueError as exc:
+        raise JsonTooComplex(f"the document cannot be serialised: {exc}") from None
+    return text.encode("utf-8")
+
+
+# -- pointers --------------------------------------------------------------------------------
+
+_ARRAY_INDEX = re.compile(r"0|[1-9][0-9]*")
+
+
+def parse_pointer(text: str) -> list[str]:
+    """The reference tokens of an RFC 6901 JSON Pointer ("" is the whole document)."""
+    try:
+        return list(jsonpointer.JsonPointer(text).parts)
+    except jsonpointer.JsonPointerException as exc:
+        raise InvalidPointer(f"{text!r} is not a JSON Pointer: {exc}") from None
+
+
+def resolve_pointer(document: Any, tokens: list[str]) -> Any:
+    """The value the tokens refer to; PointerNotFound if there is none.
+
+    Array indices are decimal without leading zeros; '-' (past the end) refers to nothing."""
+    value = document
+    for depth, token in enumerate(tokens):
+        if isinstance(value, dict):
+            if token not in value:
+                raise PointerNotFound(_missing(tokens, depth))
+            value = value[token]
+        elif isinstance(value, list):
+            if not _ARRAY_INDEX.fullmatch(token) or int(token) >= len(value):
+                raise PointerNotFound(_missing(tokens, depth))
+            value = value[int(token)]
+        else:
+            raise PointerNotFound(_missing(tokens, depth))
+    return value
+
+
+def _missing(tokens: list[str], depth: int) -> str:
+    where = "".join("/" + jsonpointer.escape(t) for t in tokens[: depth + 1])
+    return f"no value at {where}"
+
+
+# -- patches ---------------------------------------------------------------------------------
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396: the result of applying a merge patch. Neither argument is modified."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for name, value in patch.items():
+        if value is None:
+            result.pop(name, None)
+        else:
+            result[name] = merge_patch(result.get(name), value)
+    return result
+
+
+_OP_MEMBERS: dict[str, tuple[str, ...]] = {
+    "add": ("path", "value"),
+    "remove": ("path",),
+    "replace": ("path", "value"),
+    "move": ("from", "path"),
+    "copy": ("from", "path"),
+    "test": ("path", "value"),
+}
+
+
+def check_json_patch(patch: Any) -> jsonpatch.JsonPatch:
+    """A parsed RFC 6902 patch, checked for shape before it touches any document."""
+    if not isinstance(patch, list):
+        raise InvalidPatch("a JSON Patch is an array of operations")
+    for index, operation in enumerate(patch):
+        where = f"operation {index}"
+        if not isinstance(operation, dict):
+            raise InvalidPatch(f"{where} is not an object")
+        op = operation.get("op")
+        if not isinstance(op, str) or op not in _OP_MEMBERS:
+            raise InvalidPatch(f"{where} has no valid 'op' (one of {', '.join(_OP_MEMBERS)})")
+        for member in _OP_MEMBERS[op]:
+            if member not in operation:
+                raise InvalidPatch(f"{where} ({op}) has no '{member}' member")
+            if member in ("path", "from"):
+                if not isinstance(operation[member], str):
+                    raise InvalidPatch(f"{where}: '{member}' must be a string")
+                try:
+                    parse_pointer(operation[member])
+                except InvalidPointer as exc:
+                    raise InvalidPatch(f"{where}: {exc}") from None
+    try:
+        return jsonpatch.JsonPatch(patch)
+    except (jsonpatch.InvalidJsonPatch, jsonpointer.JsonPointerException) as exc:
+        raise InvalidPatch(str(exc)) from None
+
+
+def apply_json_patch(document: Any, patch: jsonpatch.JsonPatch) -> Any:
+    """RFC 6902: apply the patch to document, which is modified (pass a fresh copy)."""
+    try:
+        return patch.apply(document, in_place=True)
+    except jsonpatch.JsonPatchTestFailed as exc:
+        where = getattr(getattr(exc, "op", None), "location", None)
+        detail = f"at {where}" if isinstance(where, str) else "in the patch"
+        raise PatchTestFailed(f"a test operation failed {detail}") from None
+    except jsonpatch.InvalidJsonPatch as exc:
+        raise InvalidPatch(str(exc)) from None
+    except (jsonpatch.JsonPatchConflict, jsonpointer.JsonPointerException) as exc:
+        raise PatchConflict(f"the patch does not apply to the document: {exc}") from None
+    except RecursionError:
+        raise JsonTooComplex("the document is nested too deeply") from None
+
+
+# -- the document cache ----------------------------------------------------------------------
+
+
+@dataclass
+class Document:
+    """One version of a stored document: its exact bytes, and its parsed value on demand."""
+
+    data: bytes
+    etag: str
+    _value: Any = None
+    _error: InvalidJson | None = None
+    _parsed: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def value(self) -> Any:
+        """The parsed document (shared: never modify it). InvalidDocument if not JSON."""
+        if not self._parsed:
+            with self._lock:
+                if not self._parsed:
+                    try:
+                        self._value = parse_json(self.data)
+                    except JsonTooComplex as exc:
+                        self._error = exc
+                    except InvalidJson as exc:
+                        self._error = InvalidDocument(f"the stored object is not JSON: {exc}")
+                    self._parsed = True
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    def fresh_value(self) -> Any:
+        """A private parsed copy of the document, safe to modify."""
+        self.value()  # raise the document's error if it has one
+        return parse_json(self.data)
+
+
+class DocumentCache:
+    """Recently used documents of this process, keyed by (key, ETag), bounded in bytes."""
+
+    def __init__(self, max_bytes: int = 32 << 20) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[tuple[str, str], Document] = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: str, etag: str) -> Document | None:
+        """The cached version of key with this ETag, if any."""
+        with self._lock:
+            doc = self._entries.get((key, etag))
+            if doc is not None:
+                self._entries.move_to_end((key, etag))
+            return doc
+
+    def put(self, key: str, doc: Document) -> None:
+        """Remember a version; the least recently used ones go when over budget."""
+        if len(doc.data) > self.max_bytes:
+            return
+        with self._lock:
+            old = self._entries.pop((key, doc.etag), None)
+            if old is not None:
+                self._size -= len(old.data)
+            self._entries[(key, doc.etag)] = doc
+            self._size += len(doc.data)
+            while self._size > self.max_bytes:
+                _, evicted = self._entries.popitem(last=False)
+                self._size -= len(evicted.data)
+
+    def clear(self) -> None:
+        """Forget everything."""
+        with self._lock:
+            self._entries.clear()
+            self._size = 0
+
+
+CACHE = DocumentCache()
+
+
+def etag_of(data: bytes) -> str:
+    """The ETag of these bytes: their quoted SHA-256."""
+    return f'"{hashlib.sha256(data).hexdigest()}"'
 
 
 def read_bytes(storage: Storage, key: Key, max_bytes: int) -> tuple[bytes, ObjectInfo]:
@@ -42,7 +320,169 @@ def read_bytes(storage: Storage, key: Key, max_bytes: int) -> tuple[bytes, Objec
     return data, info
 
 
-def load_document(storage: Storage, key: Key, max_bytes: int) -> tuple[Any, ObjectInfo]:
-    """The parsed document at key and its metadata."""
-    data, info = read_bytes(storage, key, max_bytes)
-    return parse_json(data), info
+def get_document(
+    storage: Storage, key: Key, max_bytes: int, cache: DocumentCache = CACHE
+) -> Document:
+    """The current version of the document at key, from the cache when it is still current.
+
+    stat() is asked every time (cheap: the local store keeps the hash in a sidecar), so a
+    change by any worker, instance or hand edit is seen at once."""
+    info = storage.stat(key)
+    if info.size > max_bytes:
+        raise TooLarge(f"the document is {info.size} bytes; the limit is {max_bytes}")
+    doc = cache.get(key, info.etag)
+    if doc is not None:
+        return doc
+    data, _ = read_bytes(storage, key, max_bytes)
+    # The object may have changed between stat() and the read: label the bytes by what they
+    # are, so the ETag served always belongs to the body served.
+    doc = Document(data, etag_of(data))
+    cache.put(key, doc)
+    return doc
+
+
+def load_document(storage: Storage, key: Key, max_bytes: int) -> tuple[Any, str]:
+    """The parsed document at key (shared: never modify it) and its ETag."""
+    doc = get_document(storage, key, max_bytes)
+    return doc.value(), doc.etag
+
+
+# -- writing ---------------------------------------------------------------------------------
+
+
+def etag_matches(header: str, etag: str, weak: bool = False) -> bool:
+    """Does an If-Match / If-None-Match value (ETags separated by commas, or *) match etag?
+
+    If-Match compares strongly (a W/ tag never matches); If-None-Match weakly (RFC 9110)."""
+    for tag in (t.strip() for t in header.split(",")):
+        if tag == "*" or tag == etag or (weak and tag == "W/" + etag):
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class Written:
+    """The outcome of a write: the stored bytes, their metadata, and whether it was new."""
+
+    data: bytes
+    info: ObjectInfo
+    created: bool
+
+
+def put_document(
+    storage: Storage,
+    key: Key,
+    data: bytes,
+    if_match: str | None = None,
+    if_none_match: str | None = None,
+    cache: DocumentCache = CACHE,
+) -> Written:
+    """Store data (already checked to be JSON) at key as sent, honouring the conditions.
+
+    Created-or-replaced is decided by the same compare-and-swap that writes, so 201 and 200
+    are exact even under concurrent writers."""
+    for attempt in range(32):
+        try:
+            current: ObjectInfo | None = storage.stat(key)
+        except ObjectNotFound:
+            current = None
+        if if_match is not None and (current is None or not etag_matches(if_match, current.etag)):
+            raise PreconditionFailed(f"the document at {key} does not match If-Match")
+        if if_none_match is not None and current is not None:
+            if etag_matches(if_none_match, current.etag, weak=True):
+                raise PreconditionFailed(f"the document at {key} matches If-None-Match")
+        try:
+            if current is None:
+                info = storage.write(key, io.BytesIO(data), JSON, if_none_match=True)
+            else:
+                info = storage.write(key, io.BytesIO(data), JSON, if_match=current.etag)
+        except PreconditionFailed:  # (AlreadyExists too) someone else wrote first: look again
+            if if_match is not None or if_none_match == "*":
+                raise
+            _backoff(attempt)
+            continue
+        cache.put(key, Document(data, info.etag))
+        return Written(data, info, created=current is None)
+    raise DocumentBusy(f"the document at {key} kept changing; try again")
+
+
+Patcher = Callable[[Document], Any]
+
+
+def patch_document(
+    storage: Storage,
+    key: Key,
+    apply: Patcher,
+    max_bytes: int,
+    if_match: str | None = None,
+    if_none_match: str | None = None,
+    deadline_seconds: float = 10.0,
+    max_attempts: int = 64,
+    cache: DocumentCache = CACHE,
+) -> Written:
+    """Read, apply, and compare-and-swap the result; on a lost race read again and retry.
+
+    With If-Match the client pinned a version, so a lost race is its 412, not a retry."""
+    deadline = time.monotonic() + deadline_seconds
+    for attempt in range(max_attempts):
+        try:
+            doc = get_document(storage, key, max_bytes, cache)
+        except ObjectNotFound:
+            if if_match is not None:
+                raise PreconditionFailed(f"no document at {key} to match If-Match") from None
+            raise
+        if if_match is not None and not etag_matches(if_match, doc.etag):
+            raise PreconditionFailed(f"the document at {key} does not match If-Match")
+        if if_none_match is not None and etag_matches(if_none_match, doc.etag, weak=True):
+            raise PreconditionFailed(f"the document at {key} matches If-None-Match")
+        data = dump_json(apply(doc))
+        if len(data) > max_bytes:
+            raise TooLarge(f"the patched document would be {len(data)} bytes; limit {max_bytes}")
+        try:
+            info = storage.write(key, io.BytesIO(data), JSON, if_match=doc.etag)
+        except PreconditionFailed:
+            if if_match is not None:
+                raise
+            if time.monotonic() > deadline:
+                break
+            _backoff(attempt)
+            continue
+        cache.put(key, Document(data, info.etag))
+        return Written(data, info, created=False)
+    raise DocumentBusy(f"the document at {key} kept changing; try again")
+
+
+def merge_patcher(patch: Any) -> Patcher:
+    """A Patcher applying an RFC 7396 merge patch (the cached value is not modified)."""
+
+    def apply(doc: Document) -> Any:
+        try:
+            return merge_patch(doc.value(), patch)
+        except RecursionError:
+            raise JsonTooComplex("the patch is nested too deeply") from None
+
+    return apply
+
+
+def json_patcher(patch: jsonpatch.JsonPatch) -> Patcher:
+    """A Patcher applying an RFC 6902 patch to a private copy of the document."""
+
+    def apply(doc: Document) -> Any:
+        return apply_json_patch(doc.fresh_value(), patch)
+
+    return apply
+
+
+def _backoff(attempt: int) -> None:
+    """Sleep a little, with full jitter, so racing writers spread out."""
+    time.sleep(random.uniform(0, min(0.05, 0.001 * (2**attempt))))
+
+
+def decode_patch(data: bytes) -> Any:
+    """Parse a patch body: JSON, else InvalidPatch (limits still JsonTooComplex)."""
+    try:
+        return parse_json(data)
+    except JsonTooComplex:
+        raise
+    except InvalidJson as exc:
+        raise InvalidPatch(f"the patch is not JSON: {exc}") from None

@@ -1,0 +1,344 @@
+"""JSON documents: read, pointer-read, replace and patch (API.md section 5).
+
+Choices where API.md is silent:
+- PUT stores the body exactly as sent once it has been checked to be JSON, so its ETag is the
+  SHA-256 of what the client sent. PATCH stores the result serialised compactly (UTF-8, members
+  in document order), and that stored text is the response body.
+- GET without a pointer answers with the stored bytes verbatim. With `?pointer=` the ETag is the
+  document's: the value at a pointer changes only when the document does, and the client can
+  send it back as If-Match on PATCH. If-None-Match gives 304.
+- A pointer that is not RFC 6901 (not starting with '/', a stray '~') is `400 bad-request`.
+- A JSON Patch that is well-formed but whose target does not exist (remove of a missing member)
+  is `409 conflict`, as RFC 5789 suggests for a patch that conflicts with the document.
+- JSON past the parser's limits (nested too deeply, a number too long or too large) is
+  `413 too-large`, whether it comes in a body, a patch or a stored document.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request, url_for
+
+from .. import jsondocs
+from ..context import get_settings, get_storage
+from ..errors import ApiError
+from ..storage import Key, ObjectInfo, TooLarge
+from ..storage.base import CHUNK_BYTES
+
+bp = Blueprint("documents", __name__, url_prefix="/api/v1/json")
+
+ACCEPT_PATCH = ", ".join(jsondocs.PATCH_TYPES)
+
+
+def metadata_json(info: ObjectInfo) -> dict[str, Any]:
+    """The metadata of an object, as API.md section 3 shapes it."""
+    return {
+        "path": info.key,
+        "size": info.size,
+        "sha256": info.sha256,
+        "etag": info.etag,
+        "content_type": info.content_type,
+        "modified": info.modified.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def read_body(limit: int) -> bytes:
+    """The request body, refused past limit bytes: from Content-Length before reading it,
+    else as soon as the stream passes the limit."""
+    length = request.content_length
+    if length is not None and length > limit:
+        raise TooLarge(f"the body is {length} bytes; the limit is {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    stream = request.stream
+    while True:
+        chunk = stream.read(min(CHUNK_BYTES, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"the body is larger than {limit} bytes")
+    return b"".join(chunks)
+
+
+def json_response(data: bytes, etag: str, status: int = 200) -> Response:
+    """A JSON body with its ETag."""
+    response = Response(data, status=status, mimetype=jsondocs.JSON)
+    response.headers["ETag"] = etag
+    response.headers["Accept-Patch"] = ACCEPT_PATCH
+    return response
+
+
+@bp.get("/<anypath:key>")
+def get_document(key: Key) -> Response:
+    """The document (stored bytes verbatim), or the value at ?pointer=."""
+    pointer = request.args.get("pointer", "")
+    tokens = jsondocs.parse_pointer(pointer) if pointer else []
+    doc = jsondocs.get_document(get_storage(), key, get_settings().max_json_bytes)
+    value = doc.value()  # checks the document is JSON (parsed once per version per process)
+    if tokens:
+        value = jsondocs.resolve_pointer(value, tokens)
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match is not None and jsondocs.etag_matches(if_none_match, doc.etag, weak=True):
+        response = Response(status=304)
+        response.headers["ETag"] = doc.etag
+        return response
+    return json_response(jsondocs.dump_json(value) if tokens else doc.data, doc.etag)
+
+
+@bp.put("/<anypath:key>")
+def put_document(key: Key) -> tuple[Response, int]:
+    """Store the body, which must be JSON, as the document at key."""
+    data = read_body(get_settings().max_json_bytes)
+    jsondocs.parse_json(data)
+    written = jsondocs.put_document(
+        get_storage(),
+        key,
+        data,
+        if_match=request.headers.get("If-Match"),
+        if_none_match=request.headers.get("If-None-Match"),
+    )
+    response = jsonify(metadata_json(written.info))
+    response.headers["ETag"] = written.info.etag
+    response.headers["Location"] = url_for("documents.get_document", key=key)
+    return response, 201 if written.created else 200
+
+
+@bp.patch("/<anypath:key>")
+def patch_document(key: Key) -> Response:
+    """Apply a merge patch or a JSON Patch to the document, without losing concurrent updates."""
+    if request.mimetype not in jsondocs.PATCH_TYPES:
+        raise ApiError(
+            415,
+            "unsupported-media-type",
+            f"a PATCH body must be {' or '.join(jsondocs.PATCH_TYPES)}",
+            headers={"Accept-Patch": ACCEPT_PATCH},
+        )
+    settings = get_settings()
+    patch = jsondocs.decode_patch(read_body(settings.max_json_bytes))
+    if request.mimetype == jsondocs.MERGE_PATCH:
+        patcher = jsondocs.merge_patcher(patch)
+    else:
+        patcher = jsondocs.json_patcher(jsondocs.check_json_patch(patch))
+    written = jsondocs.patch_document(
+        get_storage(),
+        key,
+        patcher,
+        settings.max_json_bytes,
+        if_match=request.headers.get("If-Match"),
+        if_none_match=request.headers.get("If-None-Match"),
+    )
+    return json_response(written.data, written.info.etag)
+
+
+# -- OpenAPI 3.1 fragments, merged into the spec by filedock.openapi ---------------------------
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {
+            "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+        },
+    }
+
+
+_ANY_JSON: dict[str, Any] = {"description": "Any JSON value."}
+_ETAG_HEADER = {
+    "description": 'The quoted SHA-256 of the stored document: "<64 hex>".',
+    "schema": {"type": "string"},
+}
+_PATH_PARAMETER = {
+    "name": "path",
+    "in": "path",
+    "required": True,
+    "description": "The document's path in the store (API.md section 1), e.g. labels/classes.json.",
+    "schema": {"type": "string"},
+}
+_IF_MATCH = {
+    "name": "If-Match",
+    "in": "header",
+    "required": False,
+    "description": "Apply only if the document's current ETag is one of these (else 412).",
+    "schema": {"type": "string"},
+}
+_IF_NONE_MATCH_WRITE = {
+    "name": "If-None-Match",
+    "in": "header",
+    "required": False,
+    "description": "`*`: create only (412 if the document exists).",
+    "schema": {"type": "string"},
+}
+_COMMON_ERRORS = {
+    "400": _problem("`invalid-path`: the path breaks a rule of API.md section 1."),
+    "403": _problem("`read-only`: the server is read-only."),
+}
+
+OPENAPI_SCHEMAS: dict[str, Any] = {
+    "Problem": {
+        "type": "object",
+        "description": "RFC 9457 problem details with a stable machine-readable code.",
+        "properties": {
+            "type": {"type": "string"},
+            "title": {"type": "string"},
+            "status": {"type": "integer"},
+            "detail": {"type": "string"},
+            "code": {"type": "string"},
+        },
+        "required": ["type", "title", "status", "code"],
+    },
+    "Metadata": {
+        "type": "object",
+        "properties": {
+            "path": {"type": "string"},
+            "size": {"type": "integer", "minimum": 0},
+            "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+            "etag": {"type": "string"},
+            "content_type": {"type": "string"},
+            "modified": {"type": "string", "format": "date-time"},
+        },
+        "required": ["path", "size", "sha256", "etag", "content_type", "modified"],
+    },
+    "JsonPatch": {
+        "type": "array",
+        "description": "An RFC 6902 JSON Patch.",
+        "items": {
+            "type": "object",
+            "properties": {
+                "op": {"enum": ["add", "remove", "replace", "move", "copy", "test"]},
+                "path": {"type": "string", "description": "An RFC 6901 JSON Pointer."},
+                "from": {"type": "string", "description": "For move and copy."},
+                "value": {"description": "For add, replace and test."},
+            },
+            "required": ["op", "path"],
+        },
+    },
+}
+
+OPENAPI_PATHS: dict[str, Any] = {
+    "/api/v1/json/{path}": {
+        "parameters": [_PATH_PARAMETER],
+        "get": {
+            "operationId": "getDocument",
+            "summary": "Read a JSON document, or the value at a JSON Pointer",
+            "description": (
+                "Without `pointer` the stored bytes are returned verbatim. The ETag is the "
+                "document's, also with `pointer`."
+            ),
+            "tags": ["documents"],
+            "parameters": [
+                {
+                    "name": "pointer",
+                    "in": "query",
+                    "required": False,
+                    "description": "An RFC 6901 JSON Pointer, e.g. /a/0/b (`~1` is '/', `~0` '~').",
+                    "schema": {"type": "string"},
+                },
+                {
+                    "name": "If-None-Match",
+                    "in": "header",
+                    "required": False,
+                    "description": "304 when the document's ETag is one of these.",
+                    "schema": {"type": "string"},
+                },
+            ],
+            "responses": {
+                "200": {
+                    "description": "The document, or the value at the pointer.",
+                    "headers": {"ETag": _ETAG_HEADER},
+                    "content": {"application/json": {"schema": _ANY_JSON}},
+                },
+                "304": {"description": "Not modified.", "headers": {"ETag": _ETAG_HEADER}},
+                "400": _problem(
+                    "`invalid-path`, or `bad-request`: the pointer is not an RFC 6901 pointer."
+                ),
+                "403": _COMMON_ERRORS["403"],
+                "404": _problem(
+                    "`not-found`: no document; `pointer-not-found`: no value at the pointer."
+                ),
+                "413": _problem(
+                    "`too-large`: the document is over max_json_bytes, nested too deeply, "
+                    "or has a number too large."
+                ),
+                "422": _problem("`invalid-json`: the stored object is not valid UTF-8 JSON."),
+            },
+        },
+        "put": {
+            "operationId": "putDocument",
+            "summary": "Create or replace a JSON document",
+            "description": "The body is stored exactly as sent once checked to be JSON.",
+            "tags": ["documents"],
+            "parameters": [_IF_MATCH, _IF_NONE_MATCH_WRITE],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _ANY_JSON}},
+            },
+            "responses": {
+                "200": {
+                    "description": "Replaced.",
+                    "headers": {"ETag": _ETAG_HEADER, "Location": {"schema": {"type": "string"}}},
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Metadata"}}
+                    },
+                },
+                "201": {
+                    "description": "Created.",
+                    "headers": {"ETag": _ETAG_HEADER, "Location": {"schema": {"type": "string"}}},
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Metadata"}}
+                    },
+                },
+                "400": _problem("`invalid-path`, or `invalid-json`: the body is not JSON."),
+                "403": _COMMON_ERRORS["403"],
+                "409": _problem("`conflict`: a parent is a file, or the path is a folder."),
+                "412": _problem("`precondition-failed`: If-Match or If-None-Match did not hold."),
+                "413": _problem(
+                    "`too-large`: the body is over max_json_bytes, nested too deeply, "
+                    "or has a number too large."
+                ),
+                "507": _problem("`insufficient-storage`: the store is full."),
+            },
+        },
+        "patch": {
+            "operationId": "patchDocument",
+            "summary": "Patch a JSON document (RFC 7396 merge patch or RFC 6902 JSON Patch)",
+            "description": (
+                "Concurrent patches are serialised by compare-and-swap on the ETag: none is "
+                "lost. The result is stored compactly and returned."
+            ),
+            "tags": ["documents"],
+            "parameters": [_IF_MATCH],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    jsondocs.MERGE_PATCH: {"schema": _ANY_JSON},
+                    jsondocs.JSON_PATCH: {"schema": {"$ref": "#/components/schemas/JsonPatch"}},
+                },
+            },
+            "responses": {
+                "200": {
+                    "description": "The patched document.",
+                    "headers": {"ETag": _ETAG_HEADER},
+                    "content": {"application/json": {"schema": _ANY_JSON}},
+                },
+                "400": _problem("`invalid-path`, or `invalid-patch`: the patch is malformed."),
+                "403": _COMMON_ERRORS["403"],
+                "404": _problem("`not-found`: no document at the path."),
+                "409": _problem(
+                    "`patch-test-failed`: a `test` operation failed; `conflict`: the patch's "
+                    "target does not exist in the document, or the document kept changing."
+                ),
+                "412": _problem("`precondition-failed`: If-Match did not hold."),
+                "413": _problem(
+                    "`too-large`: the patch or the result is over max_json_bytes (nothing is "
+                    "stored), or nested too deeply."
+                ),
+                "415": _problem("`unsupported-media-type`: not one of the two patch types."),
+                "422": _problem("`invalid-json`: the stored object is not valid UTF-8 JSON."),
+                "507": _problem("`insufficient-storage`: the store is full."),
+            },
+        },
+    }
+}
