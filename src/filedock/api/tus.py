@@ -1,0 +1,197 @@
+"""Resumable uploads: tus 1.0.0 at /api/v1/uploads (API.md section 7).
+
+The rules live in resumable.py; this module reads the tus headers and shapes the answers.
+Every request learns its upload's target key in exactly one of two functions,
+`new_upload_target()` (creation) and `existing_upload()` (everything else): that is where a
+`require("write", key)` authorisation check belongs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, request, url_for
+from werkzeug.exceptions import ClientDisconnected
+from werkzeug.http import http_date
+
+from ..context import get_settings, get_storage
+from ..errors import ApiError, to_response
+from ..resumable import (
+    CHECKSUM_ALGORITHMS,
+    EXTENSIONS,
+    TUS_VERSION,
+    InvalidUpload,
+    Target,
+    Upload,
+    Uploads,
+    parse_checksum,
+    parse_metadata,
+    parse_offset,
+    parse_target,
+)
+
+bp = Blueprint("tus", __name__, url_prefix="/api/v1/uploads")
+
+OFFSET_OCTET_STREAM = "application/offset+octet-stream"
+OVERRIDABLE = ("PATCH", "DELETE", "HEAD")
+
+
+def uploads() -> Uploads:
+    """The tus rules over this app's store."""
+    return Uploads(
+        get_storage(),
+        get_settings().max_upload_bytes,
+        disconnect_errors=(ClientDisconnected, OSError),
+    )
+
+
+def new_upload_target(metadata_header: str) -> Target:
+    """The target of the upload this creation request asks for."""
+    target = parse_target(parse_metadata(metadata_header))
+    # Authorisation of a creation: require("write", target.key) goes here.
+    return target
+
+
+def existing_upload(rules: Uploads, upload_id: str) -> Upload:
+    """The upload this request is about (its target key is upload.target)."""
+    upload = rules.get(upload_id)
+    # Authorisation of a continuation (HEAD, PATCH, DELETE): require("write", upload.target).
+    return upload
+
+
+@bp.before_request
+def check_tus_resumable() -> None:
+    """Every request but OPTIONS carries the protocol version this server speaks."""
+    if request.method == "OPTIONS":
+        return
+    version = request.headers.get("Tus-Resumable")
+    if version != TUS_VERSION:
+        detail = (
+            "the Tus-Resumable header is missing"
+            if version is None
+            else f"unsupported Tus-Resumable {version[:20]!r}; this server speaks {TUS_VERSION}"
+        )
+        raise ApiError(412, "precondition-failed", detail, headers={"Tus-Version": TUS_VERSION})
+
+
+@bp.after_request
+def add_tus_resumable(response: Response) -> Response:
+    """Every answer names the protocol version."""
+    response.headers["Tus-Resumable"] = TUS_VERSION
+    return response
+
+
+def upload_headers(upload: Upload) -> dict[str, str]:
+    """Offset, length and expiry of an upload."""
+    return {
+        "Upload-Offset": str(upload.offset),
+        "Upload-Length": str(upload.length),
+        "Upload-Expires": http_date(upload.expires),
+    }
+
+
+def empty(status: int, headers: dict[str, str]) -> Response:
+    """A bodiless answer (no Content-Type)."""
+    response = Response(status=status, headers=headers)
+    del response.headers["Content-Type"]
+    return response
+
+
+def location(upload_id: str) -> str:
+    """The upload's URL, as a path (clients resolve it against the creation URL)."""
+    return url_for("tus.head_upload", upload_id=upload_id)
+
+
+@bp.route("", methods=["OPTIONS"])
+@bp.route("/<upload_id>", methods=["OPTIONS"])
+def options_uploads(upload_id: str | None = None) -> Any:
+    """What this server supports (also the answer to CORS preflights)."""
+    return (
+        "",
+        204,
+        {
+            "Tus-Version": TUS_VERSION,
+            "Tus-Extension": ",".join(EXTENSIONS),
+            "Tus-Max-Size": str(get_settings().max_upload_bytes),
+            "Tus-Checksum-Algorithm": ",".join(CHECKSUM_ALGORITHMS),
+        },
+    )
+
+
+@bp.route("", methods=["POST"], provide_automatic_options=False)
+def post_upload() -> Any:
+    """Create an upload (creation), with its first chunk when a body is sent
+    (creation-with-upload)."""
+    if request.headers.get("Upload-Defer-Length") is not None:
+        raise InvalidUpload("Upload-Defer-Length is not supported: send Upload-Length")
+    length = parse_offset(request.headers.get("Upload-Length"), "Upload-Length")
+    has_body = bool(request.content_length) or request.headers.get("Transfer-Encoding")
+    if has_body and request.mimetype != OFFSET_OCTET_STREAM:
+        raise ApiError(
+            415, "unsupported-media-type", f"a creation body must be {OFFSET_OCTET_STREAM}"
+        )
+    checksum = parse_checksum(request.headers.get("Upload-Checksum"))
+    metadata_header = request.headers.get("Upload-Metadata", "")
+    target = new_upload_target(metadata_header)
+    rules = uploads()
+    upload = rules.create(length, metadata_header, target)
+    url = location(upload.id)
+    if has_body:
+        try:
+            upload = rules.append(upload.id, 0, request.stream, request.content_length, checksum)
+        except Exception as exc:  # the upload exists: tell the client where, with the error
+            response = to_response(exc)
+            response.headers["Location"] = url
+            return response
+    return empty(201, {"Location": url} | upload_headers(upload))
+
+
+@bp.route("/<upload_id>", methods=["HEAD"], provide_automatic_options=False)
+def head_upload(upload_id: str) -> Any:
+    """How far an upload has come."""
+    upload = existing_upload(uploads(), upload_id)
+    headers = upload_headers(upload) | {"Cache-Control": "no-store"}
+    if upload.metadata:
+        headers["Upload-Metadata"] = upload.metadata  # validated plain base64 at creation
+    return empty(200, headers)
+
+
+@bp.route("/<upload_id>", methods=["PATCH"], provide_automatic_options=False)
+def patch_upload(upload_id: str) -> Any:
+    """Append a chunk at Upload-Offset; the last one commits the upload to its target."""
+    rules = uploads()
+    upload = existing_upload(rules, upload_id)
+    if request.mimetype != OFFSET_OCTET_STREAM:
+        raise ApiError(415, "unsupported-media-type", f"a PATCH body must be {OFFSET_OCTET_STREAM}")
+    offset = parse_offset(request.headers.get("Upload-Offset"), "Upload-Offset")
+    checksum = parse_checksum(request.headers.get("Upload-Checksum"))
+    upload = rules.append(upload.id, offset, request.stream, request.content_length, checksum)
+    headers = upload_headers(upload)
+    del headers["Upload-Length"]
+    return empty(204, headers)
+
+
+@bp.route("/<upload_id>", methods=["DELETE"], provide_automatic_options=False)
+def delete_upload(upload_id: str) -> Any:
+    """Terminate an upload: its data is removed (an object it was committed to stays)."""
+    rules = uploads()
+    upload = existing_upload(rules, upload_id)
+    rules.terminate(upload.id)
+    return empty(204, {})
+
+
+@bp.route("/<upload_id>", methods=["POST"], provide_automatic_options=False)
+def post_upload_override(upload_id: str) -> Any:
+    """X-HTTP-Method-Override: PATCH, DELETE or HEAD sent as POST (for clients that can't)."""
+    method = request.headers.get("X-HTTP-Method-Override", "").strip().upper()
+    if method == "PATCH":
+        return patch_upload(upload_id)
+    if method == "DELETE":
+        return delete_upload(upload_id)
+    if method == "HEAD":
+        return head_upload(upload_id)
+    raise ApiError(
+        405,
+        "method-not-allowed",
+        "POST on an upload needs X-HTTP-Method-Override: PATCH, DELETE or HEAD",
+        headers={"Allow": "HEAD, PATCH, DELETE, OPTIONS, POST"},
+    )
