@@ -568,10 +568,11 @@ class TestOverTheWire:
             raw_request(slow, patch_head(upload, 0, 10), b"01234")  # holds the upload's lock
             statuses = []
             for _ in range(100):
+                # a wrong offset: 409 while the upload is free (changing nothing), 423 while taken
                 response = requests.patch(
                     upload,
                     data=b"56789",
-                    headers=TUS | {"Upload-Offset": "0", "Content-Type": OCTETS},
+                    headers=TUS | {"Upload-Offset": "1", "Content-Type": OCTETS},
                     timeout=30,
                 )
                 statuses.append(response.status_code)
@@ -750,3 +751,13 @@ class TestTusJsClient:
         assert out == {"event": "success", "url": url, "offset": 20 * MIB}  # the same upload
         assert requests.head(url, headers=TUS, timeout=30).headers["Upload-Offset"] == str(20 * MIB)
         assert_stored(store_dir, "js/resumed.bin", payload)
+
+
+def test_openapi_fragment_covers_every_route(app: Any) -> None:
+    from filedock.api.tus import OPENAPI_PATHS
+
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint.startswith("tus."):
+            path = rule.rule.replace("<upload_id>", "{id}")
+            for method in rule.methods - {"HEAD"} | ({"HEAD"} & rule.methods):
+                assert method.lower() in OPENAPI_PATHS[path], (path, method)

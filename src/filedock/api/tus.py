@@ -195,3 +195,178 @@ def post_upload_override(upload_id: str) -> Any:
         "POST on an upload needs X-HTTP-Method-Override: PATCH, DELETE or HEAD",
         headers={"Allow": "HEAD, PATCH, DELETE, OPTIONS, POST"},
     )
+
+
+# -- OpenAPI 3.1 path items, assembled into the spec by openapi.py -----------------------------
+
+
+def _header(description: str, kind: str = "string", required: bool = False) -> dict[str, Any]:
+    return {"description": description, "required": required, "schema": {"type": kind}}
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {
+            "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+        },
+    }
+
+
+_TUS_RESUMABLE = {
+    "name": "Tus-Resumable",
+    "in": "header",
+    "required": True,
+    "schema": {"type": "string", "const": TUS_VERSION},
+}
+_UPLOAD_ID = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+}
+_RESUMABLE_OUT = {"Tus-Resumable": _header("always 1.0.0")}
+_STATE_OUT = _RESUMABLE_OUT | {
+    "Upload-Offset": _header("bytes received and stored durably", "integer"),
+    "Upload-Expires": _header("when the upload expires (RFC 9110 date)"),
+}
+_COMMON_ERRORS = {
+    "412": _problem("Tus-Resumable missing or not 1.0.0 (answer carries Tus-Version)"),
+}
+_OPTIONS = {
+    "summary": "tus capabilities (no Tus-Resumable needed)",
+    "responses": {
+        "204": {
+            "description": "capabilities",
+            "headers": _RESUMABLE_OUT
+            | {
+                "Tus-Version": _header("1.0.0"),
+                "Tus-Extension": _header(",".join(EXTENSIONS)),
+                "Tus-Max-Size": _header("max_upload_bytes", "integer"),
+                "Tus-Checksum-Algorithm": _header(",".join(CHECKSUM_ALGORITHMS)),
+            },
+        }
+    },
+}
+_OFFSET_BODY = {
+    "content": {OFFSET_OCTET_STREAM: {"schema": {"type": "string", "format": "binary"}}}
+}
+
+OPENAPI_PATHS: dict[str, Any] = {
+    "/api/v1/uploads": {
+        "options": _OPTIONS,
+        "post": {
+            "summary": "Create a resumable upload (creation, creation-with-upload)",
+            "parameters": [
+                _TUS_RESUMABLE,
+                {
+                    "name": "Upload-Length",
+                    "in": "header",
+                    "required": True,
+                    "schema": {"type": "integer", "minimum": 0},
+                },
+                {
+                    "name": "Upload-Metadata",
+                    "in": "header",
+                    "required": True,
+                    "description": "base64 pairs: path (or filename), optional overwrite=true, "
+                    "filetype",
+                    "schema": {"type": "string"},
+                },
+                {
+                    "name": "Upload-Checksum",
+                    "in": "header",
+                    "schema": {"type": "string"},
+                    "description": "'sha1 <base64>' or 'sha256 <base64>' of the body",
+                },
+            ],  # fmt: skip
+            "requestBody": {"required": False, **_OFFSET_BODY},
+            "responses": {
+                "201": {
+                    "description": "created; Location is the upload's URL",
+                    "headers": _STATE_OUT | {"Location": _header("the upload's URL")},
+                },
+                "400": _problem("bad Upload-Length or Upload-Metadata, invalid path"),
+                "403": _problem("read-only server"),
+                "409": _problem("exists: the target exists and overwrite is not set"),
+                "413": _problem("Upload-Length past Tus-Max-Size"),
+                "415": _problem(f"a body that is not {OFFSET_OCTET_STREAM}"),
+                "460": _problem("the body does not match Upload-Checksum"),
+            }
+            | _COMMON_ERRORS,
+        },
+    },
+    "/api/v1/uploads/{id}": {
+        "parameters": [_UPLOAD_ID],
+        "options": _OPTIONS,
+        "head": {
+            "summary": "How far the upload has come",
+            "parameters": [_TUS_RESUMABLE],
+            "responses": {
+                "200": {
+                    "description": "the upload's state",
+                    "headers": _STATE_OUT
+                    | {
+                        "Upload-Length": _header("total size", "integer"),
+                        "Upload-Metadata": _header("the metadata as sent at creation"),
+                        "Cache-Control": _header("no-store"),
+                    },
+                },
+                "404": {"description": "no such upload (or expired)"},
+            }
+            | _COMMON_ERRORS,
+        },
+        "patch": {
+            "summary": "Append a chunk at Upload-Offset; the last one stores the file",
+            "parameters": [
+                _TUS_RESUMABLE,
+                {
+                    "name": "Upload-Offset",
+                    "in": "header",
+                    "required": True,
+                    "schema": {"type": "integer", "minimum": 0},
+                },
+                {"name": "Upload-Checksum", "in": "header", "schema": {"type": "string"}},
+            ],  # fmt: skip
+            "requestBody": {"required": True, **_OFFSET_BODY},
+            "responses": {
+                "204": {"description": "chunk stored durably", "headers": _STATE_OUT},
+                "400": _problem("bad Upload-Offset or Upload-Checksum"),
+                "404": _problem("no such upload (or expired)"),
+                "409": _problem("conflict: Upload-Offset mismatch; exists: target taken at commit"),
+                "413": _problem("the chunk passes Upload-Length"),
+                "415": _problem(f"Content-Type is not {OFFSET_OCTET_STREAM}"),
+                "423": _problem("another request is writing to this upload"),
+                "460": _problem("the chunk does not match Upload-Checksum; not kept"),
+            }
+            | _COMMON_ERRORS,
+        },
+        "delete": {
+            "summary": "Terminate the upload (termination)",
+            "parameters": [_TUS_RESUMABLE],
+            "responses": {
+                "204": {"description": "removed", "headers": _RESUMABLE_OUT},
+                "404": _problem("no such upload"),
+                "423": _problem("another request is writing to this upload"),
+            }
+            | _COMMON_ERRORS,
+        },
+        "post": {
+            "summary": "PATCH, DELETE or HEAD for clients that cannot send them",
+            "parameters": [
+                _TUS_RESUMABLE,
+                {
+                    "name": "X-HTTP-Method-Override",
+                    "in": "header",
+                    "required": True,
+                    "schema": {"enum": list(OVERRIDABLE)},
+                },
+            ],  # fmt: skip
+            "responses": {
+                "204": {"description": "as PATCH or DELETE"},
+                "200": {"description": "as HEAD"},
+                "405": _problem("no override given"),
+            },
+        },
+    },
+}
