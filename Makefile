@@ -19,8 +19,11 @@ data:
 serve: $(STAMP) data
 	$(BIN)/filedock serve $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) tests/js/node_modules
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+tests/js/node_modules: tests/js/package-lock.json
+	cd tests/js && npm ci --no-audit --no-fund && touch node_modules
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

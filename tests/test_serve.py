@@ -144,3 +144,12 @@ def test_unknown_environment_variable_is_refused(store_dir: Path) -> None:
     result = run_cli("serve", "--store", str(store_dir), env={"FILEDOCK_PROT": "1"})
     assert result.returncode != 0
     assert "FILEDOCK_PROT" in result.stderr
+
+
+def test_stop_signal_while_workers_boot_is_not_lost(tmp_path: Path) -> None:
+    # The URL is printed before the workers have booted; a SIGTERM at that moment used to reach
+    # a half-started worker that ignored it until the 30 s graceful timeout killed it.
+    for i in range(8):
+        server = start_server("--store", str(tmp_path / f"s{i}"), "--port", "0")
+        raw_get(server.url, "/healthz")
+        assert server.stop(signal.SIGTERM, timeout=25) == 0

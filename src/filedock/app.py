@@ -8,7 +8,7 @@ from flask import Flask, Response, request
 from flask_cors import CORS
 
 from . import context, errors
-from .api import compat, documents, health
+from .api import compat, documents, health, tus
 from .config import Settings
 from .routing import AnyPathConverter
 from .storage import InvalidKey, check_key, open_storage
@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     app.url_value_preprocessor(check_key_argument)
     app.before_request(refuse_writes_when_read_only)
-    for blueprint in (health.bp, compat.bp, documents.bp):
+    for blueprint in (health.bp, compat.bp, documents.bp, tus.bp):
         app.register_blueprint(blueprint)
     return app
 

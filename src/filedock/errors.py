@@ -20,11 +20,20 @@ from .jsondocs import (
     PatchTestFailed,
     PointerNotFound,
 )
+from .resumable import (
+    ChecksumMismatch,
+    InvalidUpload,
+    NotResumable,
+    OffsetMismatch,
+    TargetExists,
+    UploadNotFound,
+)
 from .storage import (
     AlreadyExists,
     Conflict,
     InsufficientStorage,
     InvalidKey,
+    Locked,
     ObjectNotFound,
     PreconditionFailed,
     TooLarge,
@@ -70,7 +79,18 @@ PROBLEMS: dict[type[Exception], tuple[int, str]] = {
     PatchTestFailed: (409, "patch-test-failed"),
     PatchConflict: (409, "conflict"),
     DocumentBusy: (409, "conflict"),
+    # resumable uploads (tus 1.0.0 dictates these statuses)
+    InvalidUpload: (400, "bad-request"),
+    UploadNotFound: (404, "not-found"),
+    OffsetMismatch: (409, "conflict"),
+    TargetExists: (409, "exists"),
+    Locked: (423, "conflict"),
+    ChecksumMismatch: (460, "digest-mismatch"),
+    NotResumable: (501, "internal"),
 }
+
+# Statuses that are not in the HTTP registry Werkzeug knows.
+TITLES: dict[int, str] = {460: "Checksum Mismatch"}
 
 HTTP_CODES: dict[int, str] = {
     400: "bad-request",
@@ -92,7 +112,7 @@ HTTP_CODES: dict[int, str] = {
 
 def problem(status: int, code: str, detail: str | None = None) -> Response:
     """An application/problem+json response."""
-    title = HTTP_STATUS_CODES.get(status, "Error")
+    title = TITLES.get(status) or HTTP_STATUS_CODES.get(status, "Error")
     body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
     if detail:
         body["detail"] = detail

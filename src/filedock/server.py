@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+import queue
+import signal
 import sys
+from contextlib import suppress
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -55,6 +58,8 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
             print(f"filedock: serving {settings.store} at http://{address}:{name[1]}/", flush=True)
 
     return {
+        "post_fork": remember_arbiter,
+        "post_worker_init": exit_if_stopped_while_booting,
         "bind": [f"{host}:{settings.port}"],
         "workers": settings.workers,
         "worker_class": "gthread",
@@ -70,6 +75,30 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         "errorlog": "-",
         "proc_name": "filedock",
     }
+
+
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT})
+
+
+def remember_arbiter(server: Any, worker: Any) -> None:
+    """In a new worker: keep the arbiter object this process inherited."""
+    worker.filedock_arbiter = server
+
+
+def exit_if_stopped_while_booting(worker: Any) -> None:
+    """A stop signal that reaches a worker between fork() and the moment it installs its own
+    handlers runs the arbiter's inherited handler, which only queues it in this process's copy
+    of the arbiter: the worker would then serve on until graceful_timeout ends it. Look there
+    once the worker's handlers are in place, and stop as the signal asked."""
+    arbiter = getattr(worker, "filedock_arbiter", None)
+    if arbiter is None:
+        return
+    pending = []
+    with suppress(queue.Empty):
+        while True:
+            pending.append(arbiter.SIG_QUEUE.get_nowait())
+    if STOP_SIGNALS.intersection(pending):
+        worker.alive = False
 
 
 class Server(BaseApplication):  # type: ignore[misc]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import BinaryIO, NewType, Protocol, runtime_checkable
@@ -196,3 +197,51 @@ def check_segment(segment: str) -> None:
     for char in segment:
         if unicodedata.category(char) == "Cc":
             raise InvalidKey(f"the path contains the control character U+{ord(char):04X}")
+
+
+class Locked(StorageError):
+    """Another request holds the lock on that resource; try again once it is done."""
+
+
+@runtime_checkable
+class StagingStore(Protocol):
+    """Appendable staging data for resumable uploads, kept by id until it is committed with
+    Storage.commit() (through staged()) or deleted. Optional, as StateStore is."""
+
+    def create_staging(self, staging_id: str) -> None:
+        """Create empty staging data called staging_id."""
+        ...
+
+    def append_staging(
+        self,
+        staging_id: str,
+        offset: int,
+        data: BinaryIO,
+        max_bytes: int | None = None,
+        verify: Callable[[], None] | None = None,
+    ) -> int:
+        """Write data at offset (dropping anything past it), make it durable, return the new
+        size. TooLarge if the size would pass max_bytes; if that or verify() raises, the data
+        is cut back to offset."""
+        ...
+
+    def staging_size(self, staging_id: str) -> int:
+        """The size of the staging data; ObjectNotFound if there is none."""
+        ...
+
+    def open_staging(self, staging_id: str) -> BinaryIO:
+        """The staging data as a readable stream."""
+        ...
+
+    def lock_staging(self, staging_id: str) -> AbstractContextManager[None]:
+        """Hold the lock of staging_id across threads and processes; Locked if it is taken,
+        ObjectNotFound if there is no such staging data."""
+        ...
+
+    def staged(self, staging_id: str, sha256: str) -> Staged:
+        """The staging data as a Staged that commit() accepts; the staging data stays."""
+        ...
+
+    def delete_staging(self, staging_id: str) -> None:
+        """Remove the staging data if it exists."""
+        ...

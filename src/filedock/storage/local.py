@@ -10,7 +10,7 @@ import mimetypes
 import os
 import stat as statmod
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from typing import BinaryIO
@@ -24,6 +24,7 @@ from .base import (
     InsufficientStorage,
     InvalidKey,
     Key,
+    Locked,
     ObjectInfo,
     ObjectNotFound,
     PreconditionFailed,
@@ -367,6 +368,109 @@ class LocalStorage:
             full = f"{folder}/{name}" if folder else name
             if full.startswith(prefix) and not name.endswith(".tmp"):
                 yield full
+
+    # -- staging data of resumable uploads -----------------------------------------------------
+
+    def _upload_path(self, staging_id: str) -> str:
+        if not staging_id or not all(c in "0123456789abcdef" for c in staging_id):
+            raise ValueError(f"bad staging id {staging_id!r}")
+        return os.path.join(self._state, "uploads", staging_id + ".part")
+
+    def create_staging(self, staging_id: str) -> None:
+        """Create an empty file under <root>/.filedock/uploads/."""
+        path = self._upload_path(staging_id)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with _enospc(), open(path, "xb") as f:
+            os.fsync(f.fileno())
+        _fsync_dir(os.path.dirname(path))
+
+    def append_staging(
+        self,
+        staging_id: str,
+        offset: int,
+        data: BinaryIO,
+        max_bytes: int | None = None,
+        verify: Callable[[], None] | None = None,
+    ) -> int:
+        """pwrite data at offset, fsync, and return the new size; cut back to offset on error."""
+        try:
+            fd = os.open(self._upload_path(staging_id), os.O_WRONLY)
+        except FileNotFoundError:
+            raise ObjectNotFound(f"no staging data {staging_id}") from None
+        try:
+            size = os.fstat(fd).st_size
+            if size < offset:
+                raise Conflict(f"the staging data holds {size} bytes, not {offset}")
+            position = offset
+            try:
+                with _enospc():
+                    if size > offset:
+                        os.ftruncate(fd, offset)  # bytes past the acknowledged offset
+                    while chunk := data.read(CHUNK_BYTES):
+                        if max_bytes is not None and position + len(chunk) > max_bytes:
+                            raise TooLarge(f"the data would pass {max_bytes} bytes")
+                        view = memoryview(chunk)
+                        while view:
+                            written = os.pwrite(fd, view, position)
+                            view = view[written:]
+                            position += written
+                    if verify is not None:
+                        verify()
+                    os.fsync(fd)
+            except BaseException:
+                with suppress(OSError):
+                    os.ftruncate(fd, offset)
+                raise
+            return position
+        finally:
+            os.close(fd)
+
+    def staging_size(self, staging_id: str) -> int:
+        """The size of the staging file."""
+        try:
+            return os.stat(self._upload_path(staging_id)).st_size
+        except FileNotFoundError:
+            raise ObjectNotFound(f"no staging data {staging_id}") from None
+
+    def open_staging(self, staging_id: str) -> BinaryIO:
+        """The staging file, open for reading."""
+        try:
+            return open(self._upload_path(staging_id), "rb")  # noqa: SIM115 - the caller closes it
+        except FileNotFoundError:
+            raise ObjectNotFound(f"no staging data {staging_id}") from None
+
+    @contextmanager
+    def lock_staging(self, staging_id: str) -> Iterator[None]:
+        """flock the staging file itself: released by the kernel if the process dies, and
+        gone with the file, so no lock files pile up."""
+        try:
+            fd = os.open(self._upload_path(staging_id), os.O_RDONLY)
+        except FileNotFoundError:
+            raise ObjectNotFound(f"no staging data {staging_id}") from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise Locked(f"staging data {staging_id} is being written") from None
+            yield
+        finally:
+            os.close(fd)
+
+    def staged(self, staging_id: str, sha256: str) -> Staged:
+        """Hard-link the staging file into the staging folder, where commit() renames it from;
+        the upload's own file stays until delete_staging()."""
+        source = self._upload_path(staging_id)
+        link_id = uuid.uuid4().hex
+        try:
+            os.link(source, self._staging_path(link_id))
+        except FileNotFoundError:
+            raise ObjectNotFound(f"no staging data {staging_id}") from None
+        return Staged(id=link_id, size=os.stat(source).st_size, sha256=sha256)
+
+    def delete_staging(self, staging_id: str) -> None:
+        """Remove the staging file if it is still there."""
+        with suppress(FileNotFoundError):
+            os.unlink(self._upload_path(staging_id))
 
 
 def _etag_matches(header: str, info: ObjectInfo) -> bool:

@@ -5,18 +5,22 @@ from __future__ import annotations
 import io
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import BinaryIO
 
 from .base import (
+    CHUNK_BYTES,
     AlreadyExists,
     Conflict,
     Key,
+    Locked,
     ObjectInfo,
     ObjectNotFound,
     PreconditionFailed,
     Staged,
+    TooLarge,
     Verify,
 )
 from .local import _copy, _etag_matches, guess_type
@@ -152,3 +156,82 @@ class MemoryStorage:
     def list_state(self, prefix: str) -> Iterator[str]:
         """Names of the records starting with prefix."""
         yield from sorted(n for n in list(self._state) if n.startswith(prefix))
+
+    # -- staging data of resumable uploads -----------------------------------------------------
+
+    def _upload(self, staging_id: str) -> bytearray:
+        try:
+            return self._uploads[staging_id]
+        except (AttributeError, KeyError):
+            raise ObjectNotFound(f"no staging data {staging_id}") from None
+
+    def create_staging(self, staging_id: str) -> None:
+        """Start empty staging data."""
+        with self._lock:
+            if not hasattr(self, "_uploads"):
+                self._uploads: dict[str, bytearray] = {}
+                self._upload_locks: dict[str, threading.Lock] = {}
+            if staging_id in self._uploads:
+                raise FileExistsError(staging_id)
+            self._uploads[staging_id] = bytearray()
+            self._upload_locks[staging_id] = threading.Lock()
+
+    def append_staging(
+        self,
+        staging_id: str,
+        offset: int,
+        data: BinaryIO,
+        max_bytes: int | None = None,
+        verify: Callable[[], None] | None = None,
+    ) -> int:
+        """Append to the buffer at offset; cut back to offset on error."""
+        buffer = self._upload(staging_id)
+        if len(buffer) < offset:
+            raise Conflict(f"the staging data holds {len(buffer)} bytes, not {offset}")
+        del buffer[offset:]
+        try:
+            while chunk := data.read(CHUNK_BYTES):
+                if max_bytes is not None and len(buffer) + len(chunk) > max_bytes:
+                    raise TooLarge(f"the data would pass {max_bytes} bytes")
+                buffer += chunk
+            if verify is not None:
+                verify()
+        except BaseException:
+            del buffer[offset:]
+            raise
+        return len(buffer)
+
+    def staging_size(self, staging_id: str) -> int:
+        """The size of the buffer."""
+        return len(self._upload(staging_id))
+
+    def open_staging(self, staging_id: str) -> BinaryIO:
+        """A copy of the buffer as a stream."""
+        return io.BytesIO(bytes(self._upload(staging_id)))
+
+    @contextmanager
+    def lock_staging(self, staging_id: str) -> Iterator[None]:
+        """A per-upload lock, not waited for."""
+        self._upload(staging_id)
+        lock = self._upload_locks[staging_id]
+        if not lock.acquire(blocking=False):
+            raise Locked(f"staging data {staging_id} is being written")
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def staged(self, staging_id: str, sha256: str) -> Staged:
+        """A copy of the buffer in the staging area commit() takes from."""
+        body = bytes(self._upload(staging_id))
+        staged = Staged(id=uuid.uuid4().hex, size=len(body), sha256=sha256)
+        with self._lock:
+            self._staged[staged.id] = body
+        return staged
+
+    def delete_staging(self, staging_id: str) -> None:
+        """Forget the buffer."""
+        with self._lock:
+            if hasattr(self, "_uploads"):
+                self._uploads.pop(staging_id, None)
+                self._upload_locks.pop(staging_id, None)
