@@ -191,7 +191,7 @@ def _is_public(rule: Rule) -> bool:
     endpoint = request.endpoint or ""
     return (
         rule.public
-        or request.path in PUBLIC_PATHS
+        or (request.path.rstrip("/") or "/") in PUBLIC_PATHS
         or endpoint == "static"
         or endpoint.endswith(".static")
     )
