@@ -7,8 +7,8 @@ from typing import Any
 from flask import Flask, Response, request
 from flask_cors import CORS
 
-from . import context, errors
-from .api import compat, documents, health, tus
+from . import access, context, errors
+from .api import compat, documents, health, presign, tus
 from .config import Settings
 from .routing import AnyPathConverter
 from .storage import InvalidKey, check_key, open_storage
@@ -49,8 +49,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         max_age=600,
     )
     app.url_value_preprocessor(check_key_argument)
+    access.init_app(app, settings)
     app.before_request(refuse_writes_when_read_only)
-    for blueprint in (health.bp, compat.bp, documents.bp, tus.bp):
+    for blueprint in (health.bp, compat.bp, documents.bp, tus.bp, presign.bp):
         app.register_blueprint(blueprint)
     return app
 
@@ -73,11 +74,15 @@ def check_key_argument(endpoint: str | None, values: dict[str, Any] | None) -> N
 
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# POST endpoints that write nothing themselves (presign refuses PUT links when read-only).
+READ_ONLY_EXEMPT = frozenset({"presign.post_presign"})
 
 
 def refuse_writes_when_read_only() -> Response | tuple[Response, int] | None:
-    """With read_only set, every write is 403 read-only."""
-    if not context.get_settings().read_only or request.method in SAFE_METHODS:
+    """With read_only set, every write is 403 read-only (an X-HTTP-Method-Override too)."""
+    if not context.get_settings().read_only or request.endpoint in READ_ONLY_EXEMPT:
+        return None
+    if access.effective_methods() <= SAFE_METHODS:
         return None
     if request.blueprint == "compat":
         return compat.compat_error(403, "the server is read-only")

@@ -7,6 +7,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 from werkzeug.http import parse_options_header
 
+from .. import access
 from ..context import get_settings, get_storage
 from ..jsondocs import InvalidJson, load_document
 from ..multipart import MalformedMultipart, client_basename, stage_form
@@ -29,6 +30,7 @@ def compat_error(status: int, error: str) -> tuple[Response, int]:
 
 @bp.get("/getJsonFromFile/", defaults={"filename": ""})
 @bp.get("/getJsonFromFile/<anypath:filename>")
+@access.key_argument("filename")
 def get_json_from_file(filename: str) -> Any:
     """Return a JSON document as {"STATUS": "true", "LABELS_MAPPING": ...}."""
     try:
@@ -46,6 +48,7 @@ def get_json_from_file(filename: str) -> Any:
 
 
 @bp.post("/uploadFiles")
+@access.deferred("write")
 def upload_files() -> Any:
     """Store each file of FILES_LIST at the root as FILE_NAME + its name without spaces."""
     settings, storage = get_settings(), get_storage()
@@ -72,10 +75,17 @@ def upload_files() -> Any:
                 return compat_error(400, f"invalid FILE_NAME: {exc}")
         if not form.files:
             return compat_error(400, "no files in FILES_LIST")
+        names = [prefix + client_basename(item.filename).replace(" ", "") for item in form.files]
+        for name in names:  # nothing is stored unless the token may write every valid name
+            try:
+                check_key(name)
+            except InvalidKey:
+                continue  # reported in ERROR_FILES_LIST below
+            if not access.allowed("write", name):
+                return compat_error(403, f"this token may not write {name}")
         saved: list[str] = []
         error_files = ""
-        for item in form.files:
-            name = prefix + client_basename(item.filename).replace(" ", "")
+        for item, name in zip(form.files, names, strict=True):
             try:
                 key = check_key(name)
                 storage.commit(key, item.staged, item.content_type)

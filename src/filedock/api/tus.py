@@ -2,8 +2,9 @@
 
 The rules live in resumable.py; this module reads the tus headers and shapes the answers.
 Every request learns its upload's target key in exactly one of two functions,
-`new_upload_target()` (creation) and `existing_upload()` (everything else): that is where a
-`require("write", key)` authorisation check belongs."""
+`new_upload_target()` (creation) and `existing_upload()` (everything else), and both check
+there that the caller may write that key: creating and continuing an upload need `write` on
+its target."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from flask import Blueprint, Response, request, url_for
 from werkzeug.exceptions import ClientDisconnected
 from werkzeug.http import http_date
 
+from .. import access
 from ..context import get_settings, get_storage
 from ..errors import ApiError, to_response
 from ..resumable import (
@@ -47,14 +49,14 @@ def uploads() -> Uploads:
 def new_upload_target(metadata_header: str) -> Target:
     """The target of the upload this creation request asks for."""
     target = parse_target(parse_metadata(metadata_header))
-    # Authorisation of a creation: require("write", target.key) goes here.
+    access.require("write", target.key)
     return target
 
 
 def existing_upload(rules: Uploads, upload_id: str) -> Upload:
     """The upload this request is about (its target key is upload.target)."""
     upload = rules.get(upload_id)
-    # Authorisation of a continuation (HEAD, PATCH, DELETE): require("write", upload.target).
+    access.require("write", upload.target)
     return upload
 
 
@@ -117,6 +119,7 @@ def options_uploads(upload_id: str | None = None) -> Any:
     )
 
 
+@access.deferred("write")
 @bp.route("", methods=["POST"], provide_automatic_options=False)
 def post_upload() -> Any:
     """Create an upload (creation), with its first chunk when a body is sent
@@ -145,6 +148,7 @@ def post_upload() -> Any:
     return empty(201, {"Location": url} | upload_headers(upload))
 
 
+@access.deferred("write")
 @bp.route("/<upload_id>", methods=["HEAD"], provide_automatic_options=False)
 def head_upload(upload_id: str) -> Any:
     """How far an upload has come."""
@@ -155,6 +159,7 @@ def head_upload(upload_id: str) -> Any:
     return empty(200, headers)
 
 
+@access.deferred("write")
 @bp.route("/<upload_id>", methods=["PATCH"], provide_automatic_options=False)
 def patch_upload(upload_id: str) -> Any:
     """Append a chunk at Upload-Offset; the last one commits the upload to its target."""
@@ -170,6 +175,7 @@ def patch_upload(upload_id: str) -> Any:
     return empty(204, headers)
 
 
+@access.deferred("write")
 @bp.route("/<upload_id>", methods=["DELETE"], provide_automatic_options=False)
 def delete_upload(upload_id: str) -> Any:
     """Terminate an upload: its data is removed (an object it was committed to stays)."""
@@ -179,6 +185,7 @@ def delete_upload(upload_id: str) -> Any:
     return empty(204, {})
 
 
+@access.deferred("write")
 @bp.route("/<upload_id>", methods=["POST"], provide_automatic_options=False)
 def post_upload_override(upload_id: str) -> Any:
     """X-HTTP-Method-Override: PATCH, DELETE or HEAD sent as POST (for clients that can't)."""
