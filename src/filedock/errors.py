@@ -9,6 +9,9 @@ from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
+from .bodies import IncompleteBody
+from .digests import DigestMismatch, MalformedDigest
+from .multipart import MalformedMultipart
 from .storage import (
     AlreadyExists,
     Conflict,
@@ -20,6 +23,18 @@ from .storage import (
 )
 
 log = logging.getLogger("filedock")
+
+__all__ = [
+    "HTTP_CODES",
+    "PROBLEMS",
+    "ApiError",
+    "BadRequest",
+    "DigestMismatch",
+    "init_app",
+    "lookup",
+    "problem",
+    "to_response",
+]
 
 
 class ApiError(Exception):
@@ -37,13 +52,12 @@ class BadRequest(ApiError):
         super().__init__(400, code, detail)
 
 
-class DigestMismatch(ValueError):
-    """The body does not match its Content-Digest."""
-
-
 PROBLEMS: dict[type[Exception], tuple[int, str]] = {
     InvalidKey: (400, "invalid-path"),
     DigestMismatch: (400, "digest-mismatch"),
+    MalformedDigest: (400, "bad-request"),
+    MalformedMultipart: (400, "bad-request"),
+    IncompleteBody: (400, "bad-request"),
     ObjectNotFound: (404, "not-found"),
     AlreadyExists: (412, "precondition-failed"),
     PreconditionFailed: (412, "precondition-failed"),
