@@ -1,5 +1,6 @@
 # make serve: set up and serve ./data (the examples, copied on first run)
 # make test:  set up and run every test
+# make bench: memory of `filedock serve` while it streams a 2 GiB file in and out
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -30,6 +31,9 @@ lint: $(STAMP)
 fix: $(STAMP)
 	$(BIN)/ruff check --fix src tests
 	$(BIN)/ruff format src tests
+
+bench: $(STAMP)
+	$(BIN)/python bench/memory.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

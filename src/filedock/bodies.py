@@ -7,6 +7,10 @@ from __future__ import annotations
 
 from typing import IO, BinaryIO
 
+# The largest read asked of the WSGI server at once: its body readers build each answer in a
+# buffer and copy it, so big reads cost several times their size in transient memory.
+READ_BYTES = 256 << 10
+
 
 class IncompleteBody(Exception):
     """The body ended before its declared length, or the connection broke while reading it."""
@@ -21,12 +25,13 @@ class BodyReader:
         self._received = 0
 
     def read(self, size: int = -1) -> bytes:
-        """Up to size bytes of the body; b"" only once all of it was read."""
+        """Up to size bytes of the body (at most READ_BYTES); b"" only once all was read."""
+        size = READ_BYTES if size is None or size < 0 else min(size, READ_BYTES)
         if self._length is not None:
             left = self._length - self._received
             if left <= 0:
                 return b""
-            size = left if size is None or size < 0 else min(size, left)
+            size = min(size, left)
         try:
             data = self._stream.read(size)
         except (OSError, ValueError) as exc:  # gunicorn's NoMoreData, a broken chunk, a reset
