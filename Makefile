@@ -1,11 +1,12 @@
 # make serve: set up and serve ./data (the examples, copied on first run)
 # make test:  set up and run every test
+
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint fix bench clean
+.PHONY: serve test lint fix bench bench-memory clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -45,6 +46,10 @@ bench: $(BENCH_STAMP)
 	@command -v nginx >/dev/null && command -v wrk >/dev/null && command -v curl >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx wrk curl)
 	$(BIN)/python bench/run.py $(if $(QUICK),--quick,) $(BENCH_ARGS)
+
+# make bench-memory: peak RSS of the server during a 2 GiB upload and download, and sendfile use
+bench-memory: $(STAMP)
+	$(BIN)/python bench/memory.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

@@ -104,6 +104,7 @@ def test_defaults_to_data_on_loopback_5000(tmp_path: Path) -> None:
     try:
         probe.bind(("127.0.0.1", 5000))
     except OSError:
+        probe.close()
         pytest.skip("port 5000 is taken on this machine")  # the default port is in use
     probe.close()
     server = start_server(cwd=tmp_path)

@@ -8,7 +8,7 @@ from flask import Flask, Response, request
 from flask_cors import CORS
 
 from . import access, context, errors
-from .api import compat, documents, health, presign, tus
+from .api import compat, docs, documents, files, health, presign, tus
 from .config import Settings
 from .routing import AnyPathConverter
 from .storage import InvalidKey, check_key, open_storage
@@ -39,6 +39,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.url_map.merge_slashes = False
     app.url_map.strict_slashes = False
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    # Bounds for any handler that parses a form with Werkzeug (uploads use multipart.py's
+    # streaming reader, which has its own bounds).
+    app.config["MAX_FORM_MEMORY_SIZE"] = 64 << 10
+    app.config["MAX_FORM_PARTS"] = 1000
     context.init_app(app, settings, open_storage(settings))
     errors.init_app(app)
     CORS(
@@ -51,7 +55,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.url_value_preprocessor(check_key_argument)
     access.init_app(app, settings)
     app.before_request(refuse_writes_when_read_only)
-    for blueprint in (health.bp, compat.bp, documents.bp, tus.bp, presign.bp):
+    blueprints = (health.bp, compat.bp, files.bp, documents.bp, tus.bp, presign.bp, docs.bp)
+    for blueprint in blueprints:
         app.register_blueprint(blueprint)
     return app
 

@@ -9,6 +9,8 @@ from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
+from .bodies import IncompleteBody
+from .digests import DigestMismatch, MalformedDigest
 from .jsondocs import (
     DocumentBusy,
     InvalidDocument,
@@ -20,6 +22,7 @@ from .jsondocs import (
     PatchTestFailed,
     PointerNotFound,
 )
+from .multipart import MalformedMultipart
 from .resumable import (
     ChecksumMismatch,
     InvalidUpload,
@@ -41,6 +44,18 @@ from .storage import (
 
 log = logging.getLogger("filedock")
 
+__all__ = [
+    "HTTP_CODES",
+    "PROBLEMS",
+    "ApiError",
+    "BadRequest",
+    "DigestMismatch",
+    "init_app",
+    "lookup",
+    "problem",
+    "to_response",
+]
+
 
 class ApiError(Exception):
     """An error raised by the HTTP layer with its own status and code."""
@@ -57,13 +72,12 @@ class BadRequest(ApiError):
         super().__init__(400, code, detail)
 
 
-class DigestMismatch(ValueError):
-    """The body does not match its Content-Digest."""
-
-
 PROBLEMS: dict[type[Exception], tuple[int, str]] = {
     InvalidKey: (400, "invalid-path"),
     DigestMismatch: (400, "digest-mismatch"),
+    MalformedDigest: (400, "bad-request"),
+    MalformedMultipart: (400, "bad-request"),
+    IncompleteBody: (400, "bad-request"),
     ObjectNotFound: (404, "not-found"),
     AlreadyExists: (412, "precondition-failed"),
     PreconditionFailed: (412, "precondition-failed"),

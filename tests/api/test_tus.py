@@ -758,6 +758,6 @@ def test_openapi_fragment_covers_every_route(app: Any) -> None:
 
     for rule in app.url_map.iter_rules():
         if rule.endpoint.startswith("tus."):
-            path = rule.rule.replace("<upload_id>", "{id}")
+            path = rule.rule.replace("<upload_id>", "{upload_id}")
             for method in rule.methods - {"HEAD"} | ({"HEAD"} & rule.methods):
                 assert method.lower() in OPENAPI_PATHS[path], (path, method)

@@ -23,24 +23,13 @@ from flask import Blueprint, Response, jsonify, request, url_for
 from .. import jsondocs
 from ..context import get_settings, get_storage
 from ..errors import ApiError
-from ..storage import Key, ObjectInfo, TooLarge
+from ..storage import Key, TooLarge
 from ..storage.base import CHUNK_BYTES
+from .shapes import metadata_json
 
 bp = Blueprint("documents", __name__, url_prefix="/api/v1/json")
 
 ACCEPT_PATCH = ", ".join(jsondocs.PATCH_TYPES)
-
-
-def metadata_json(info: ObjectInfo) -> dict[str, Any]:
-    """The metadata of an object, as API.md section 3 shapes it."""
-    return {
-        "path": info.key,
-        "size": info.size,
-        "sha256": info.sha256,
-        "etag": info.etag,
-        "content_type": info.content_type,
-        "modified": info.modified.strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
 
 
 def read_body(limit: int) -> bytes:
@@ -176,31 +165,9 @@ _COMMON_ERRORS = {
     "403": _problem("`read-only`: the server is read-only."),
 }
 
+_METADATA = {"$ref": "#/components/schemas/FileMetadata"}
+
 OPENAPI_SCHEMAS: dict[str, Any] = {
-    "Problem": {
-        "type": "object",
-        "description": "RFC 9457 problem details with a stable machine-readable code.",
-        "properties": {
-            "type": {"type": "string"},
-            "title": {"type": "string"},
-            "status": {"type": "integer"},
-            "detail": {"type": "string"},
-            "code": {"type": "string"},
-        },
-        "required": ["type", "title", "status", "code"],
-    },
-    "Metadata": {
-        "type": "object",
-        "properties": {
-            "path": {"type": "string"},
-            "size": {"type": "integer", "minimum": 0},
-            "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-            "etag": {"type": "string"},
-            "content_type": {"type": "string"},
-            "modified": {"type": "string", "format": "date-time"},
-        },
-        "required": ["path", "size", "sha256", "etag", "content_type", "modified"],
-    },
     "JsonPatch": {
         "type": "array",
         "description": "An RFC 6902 JSON Patch.",
@@ -279,16 +246,12 @@ OPENAPI_PATHS: dict[str, Any] = {
                 "200": {
                     "description": "Replaced.",
                     "headers": {"ETag": _ETAG_HEADER, "Location": {"schema": {"type": "string"}}},
-                    "content": {
-                        "application/json": {"schema": {"$ref": "#/components/schemas/Metadata"}}
-                    },
+                    "content": {"application/json": {"schema": _METADATA}},
                 },
                 "201": {
                     "description": "Created.",
                     "headers": {"ETag": _ETAG_HEADER, "Location": {"schema": {"type": "string"}}},
-                    "content": {
-                        "application/json": {"schema": {"$ref": "#/components/schemas/Metadata"}}
-                    },
+                    "content": {"application/json": {"schema": _METADATA}},
                 },
                 "400": _problem("`invalid-path`, or `invalid-json`: the body is not JSON."),
                 "403": _COMMON_ERRORS["403"],

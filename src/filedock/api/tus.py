@@ -227,7 +227,7 @@ _TUS_RESUMABLE = {
     "schema": {"type": "string", "const": TUS_VERSION},
 }
 _UPLOAD_ID = {
-    "name": "id",
+    "name": "upload_id",
     "in": "path",
     "required": True,
     "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
@@ -303,7 +303,7 @@ OPENAPI_PATHS: dict[str, Any] = {
             | _COMMON_ERRORS,
         },
     },
-    "/api/v1/uploads/{id}": {
+    "/api/v1/uploads/{upload_id}": {
         "parameters": [_UPLOAD_ID],
         "options": _OPTIONS,
         "head": {

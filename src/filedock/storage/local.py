@@ -286,6 +286,8 @@ class LocalStorage:
     def list(self, prefix: str = "", after: str = "") -> Iterator[ObjectInfo]:
         """Every object whose key starts with prefix, in key order, after `after`."""
         base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        if base and any(s in ("", ".", "..") for s in base.split("/")):
+            return  # no key has such a prefix; never walk outside the root
         try:
             keys = sorted(k for k in self._walk(base) if k.startswith(prefix) and k > after)
         except OSError:

@@ -93,7 +93,7 @@ class MemoryStorage:
     ) -> ObjectInfo:
         """Swap the staged bytes in under the lock if the preconditions hold."""
         with self._lock:
-            body = self._staged.pop(staged.id)
+            body = self._staged[staged.id]  # kept until the commit succeeds, as on disk
             current = self._objects.get(key)
             if if_none_match and current is not None:
                 raise AlreadyExists(f"an object exists at {key}")
@@ -115,6 +115,7 @@ class MemoryStorage:
                 modified=datetime.now(UTC).replace(microsecond=0),
             )
             self._objects[key] = (info, body)
+            del self._staged[staged.id]
             return info
 
     def delete(self, key: Key, if_match: str | None = None) -> None:

@@ -1,0 +1,54 @@
+"""Request bodies: read exactly what the client declared, and notice a client that left.
+
+A WSGI server hands over a body stream that simply ends when the client disconnects; read
+naively, half a body would look like a whole (short) one and be stored. No Flask here."""
+
+from __future__ import annotations
+
+from typing import IO, BinaryIO
+
+# The largest read asked of the WSGI server at once: its body readers build each answer in a
+# buffer and copy it, so big reads cost several times their size in transient memory.
+READ_BYTES = 256 << 10
+
+
+class IncompleteBody(Exception):
+    """The body ended before its declared length, or the connection broke while reading it."""
+
+
+class BodyReader:
+    """A body stream that raises IncompleteBody instead of ending early."""
+
+    def __init__(self, stream: IO[bytes], length: int | None) -> None:
+        self._stream = stream
+        self._length = length
+        self._received = 0
+
+    def read(self, size: int = -1) -> bytes:
+        """Up to size bytes of the body (at most READ_BYTES); b"" only once all was read."""
+        size = READ_BYTES if size is None or size < 0 else min(size, READ_BYTES)
+        if self._length is not None:
+            left = self._length - self._received
+            if left <= 0:
+                return b""
+            size = min(size, left)
+        try:
+            data = self._stream.read(size)
+        except (OSError, ValueError) as exc:  # gunicorn's NoMoreData, a broken chunk, a reset
+            raise IncompleteBody(f"the request body could not be read: {exc}") from None
+        self._received += len(data)
+        if not data and self._length is not None:
+            raise IncompleteBody(
+                f"the request body ended after {self._received} of {self._length} bytes"
+            )
+        return data
+
+    @property
+    def received(self) -> int:
+        """Bytes read so far."""
+        return self._received
+
+
+def body_reader(stream: IO[bytes], length: int | None) -> BinaryIO:
+    """The body as a stream that ends only where it should."""
+    return BodyReader(stream, length)  # type: ignore[return-value]
