@@ -7,7 +7,7 @@ from typing import Any
 from flask import Flask, Response, request
 from flask_cors import CORS
 
-from . import access, context, errors
+from . import access, context, errors, metrics, request_ids
 from .api import compat, docs, documents, files, health, presign, tus
 from .config import Settings
 from .routing import AnyPathConverter
@@ -45,6 +45,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_FORM_PARTS"] = 1000
     context.init_app(app, settings, open_storage(settings))
     errors.init_app(app)
+    request_ids.init_app(app)
+    metrics.init_app(app)
     CORS(
         app,
         origins=list(settings.cors_origins),

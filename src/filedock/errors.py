@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
@@ -162,7 +162,8 @@ def to_response(exc: Exception) -> Response:
     found = lookup(exc)
     if found is not None:
         return problem(found[0], found[1], str(exc) or None)
-    log.exception("unhandled error")
+    # Lazy %-arguments: a '%s' in the path is data, and %r keeps a CR/LF in it on one line.
+    log.exception("unhandled error in %s %r", request.method, request.path)
     return problem(500, "internal", "the server failed; the request id is in its log")
 
 

@@ -3,22 +3,33 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import queue
+import shutil
 import signal
 import sys
+import tempfile
 from contextlib import suppress
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
+from prometheus_client import multiprocess
 
 from .app import create_app
 from .config import Settings
+from .metrics import MULTIPROC_ENV
 
 # A gthread worker's main loop heartbeats the arbiter while its threads serve requests, so this
 # timeout bounds a hung worker, never the length of an upload or download.
 WORKER_TIMEOUT_SECONDS = 60
 # On SIGTERM / Ctrl-C, requests in flight (an upload being committed) get this long to finish.
 GRACEFUL_TIMEOUT_SECONDS = 30
+# gunicorn's default access line, then the request id (the response's X-Request-ID, so a
+# generated id is logged too) and the worker's pid.
+ACCESS_LOG_FORMAT = (
+    '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" '
+    "request_id=%({x-request-id}o)s worker=%(p)s"
+)
 
 
 class ServeError(RuntimeError):
@@ -60,6 +71,7 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
     return {
         "post_fork": remember_arbiter,
         "post_worker_init": exit_if_stopped_while_booting,
+        "child_exit": forget_worker_metrics,
         "bind": [f"{host}:{settings.port}"],
         "workers": settings.workers,
         "worker_class": "gthread",
@@ -72,6 +84,7 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         "control_socket_disable": True,
         "when_ready": when_ready,
         "accesslog": "-",
+        "access_log_format": ACCESS_LOG_FORMAT,
         "errorlog": "-",
         "proc_name": "filedock",
     }
@@ -83,6 +96,14 @@ STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT})
 def remember_arbiter(server: Any, worker: Any) -> None:
     """In a new worker: keep the arbiter object this process inherited."""
     worker.filedock_arbiter = server
+
+
+def forget_worker_metrics(server: Any, worker: Any) -> None:
+    """In the arbiter, when a worker has exited: let prometheus-client drop what only a
+    live process reports (its counts stay, and /metrics keeps adding them up)."""
+    path = os.environ.get(MULTIPROC_ENV)
+    if path:
+        multiprocess.mark_process_dead(worker.pid, path)  # type: ignore[no-untyped-call]
 
 
 def exit_if_stopped_while_booting(worker: Any) -> None:
@@ -123,4 +144,15 @@ def serve(settings: Settings) -> None:
     check_exposure(settings)
     create_app(settings)  # fail here, with a clear message, if the store cannot be opened
     sys.argv = sys.argv[:1]  # gunicorn must not parse filedock's own flags
-    Server(settings).run()
+    # The workers' metrics meet in a folder of this server's own, made before they fork and
+    # removed when it stops, so no count of an earlier server is ever added in.
+    metrics_dir = tempfile.mkdtemp(prefix="filedock-metrics-")
+    os.environ[MULTIPROC_ENV] = metrics_dir
+    arbiter_pid = os.getpid()
+    try:
+        Server(settings).run()
+    finally:
+        # A worker leaves run() through here too (its SystemExit climbs out of the fork):
+        # only the arbiter, once every worker is gone, removes the folder.
+        if os.getpid() == arbiter_pid:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
