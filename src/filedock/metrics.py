@@ -197,9 +197,13 @@ def _instrument(wsgi_app: WsgiApp, metrics: Metrics) -> WsgiApp:
 
 def sent_bytes(method: str, response: Response) -> int:
     """The body bytes this response sends, from its Content-Length (ranges included)."""
-    if method == "HEAD" or response.status_code in (204, 304):
+    length = response.headers.get("Content-Length")
+    if not length or method == "HEAD" or response.status_code in (204, 304):
         return 0
-    return response.content_length or 0
+    try:
+        return max(int(length), 0)
+    except ValueError:
+        return 0
 
 
 def get_metrics() -> Metrics:
