@@ -33,7 +33,6 @@ from .base import (
     Verify,
 )
 
-
 KNOWN_ENTRIES = 100_000  # descriptions remembered per process (a few hundred bytes each)
 
 
