@@ -181,8 +181,9 @@ THREADS = 16
 
 def gunicorn_cmd(app: str, worker: str = "gthread") -> Callable[[Path, int], tuple[list[str], dict[str, str]]]:
     def command(work: Path, port: int) -> tuple[list[str], dict[str, str]]:
+        # the same gunicorn settings as `filedock serve`, access log included
         argv = [str(BIN / "gunicorn"), app, "-b", f"127.0.0.1:{port}", "-w", str(WORKERS),
-                "--no-control-socket", "--timeout", "600"]  # fmt: skip
+                "--no-control-socket", "--timeout", "600", "--access-logfile", "-"]  # fmt: skip
         if worker == "gthread":
             argv += ["-k", "gthread", "--threads", str(THREADS)]
         else:
@@ -457,7 +458,12 @@ SMALL: list[tuple[str, Callable[[Server, Context], Result | None]]] = [
 RATES = [w_json, w_json_compat, w_pointer]
 
 
-def run_server(s: Server, c: Context, runs: int) -> dict[str, list[Result]]:
+GROUPS = ("transfers", "small", "json")
+
+
+def run_server(
+    s: Server, c: Context, runs: int, groups: tuple[str, ...] = GROUPS
+) -> dict[str, list[Result]]:
     """Every workload against one server, `runs` times; RSS sampled during big transfers."""
     out: dict[str, list[Result]] = {}
     root = s.root(c.work)
@@ -469,7 +475,7 @@ def run_server(s: Server, c: Context, runs: int) -> dict[str, list[Result]]:
         if s.download:
             curl("-r", "0-0", s.url + s.download("dl.bin"))  # warm: hand-placed files get hashed once
         for _ in range(runs):
-            for label, fn in TRANSFERS:
+            for label, fn in TRANSFERS if "transfers" in groups else []:
                 assert s.proc is not None
                 with RssSampler(s.proc.pid) as rss:
                     result = fn(s, c)
@@ -479,11 +485,11 @@ def run_server(s: Server, c: Context, runs: int) -> dict[str, list[Result]]:
                 out.setdefault(f"peak RSS over idle, {label}", []).append(
                     Result((rss.peak - rss.idle) / MIB, "MiB", False)
                 )
-            for label, fn in SMALL:
+            for label, fn in SMALL if "small" in groups else []:
                 result = fn(s, c)
                 if result is not None:
                     out.setdefault(label, []).append(result)
-            for rate in RATES:
+            for rate in RATES if "json" in groups else []:
                 for label, result in rate(s, c) or []:
                     out.setdefault(label, []).append(result)
             for stale in ("big.bin", "mp.bin", "tus.bin"):
@@ -616,6 +622,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, one run")
     parser.add_argument("--servers", default="filedock,nginx,uploadserver,copyparty,baseline")
+    parser.add_argument("--only", default=",".join(GROUPS), help="workload groups: " + ",".join(GROUPS))
     parser.add_argument("--out", help="markdown report (default docs/benchmarks.md, or bench/results/ with --quick)")
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
@@ -641,7 +648,7 @@ def main() -> None:
         results: dict[str, dict[str, Result]] = {}
         for server in servers(names):
             t0 = time.perf_counter()
-            raw = run_server(server, context, sizes.runs)
+            raw = run_server(server, context, sizes.runs, tuple(args.only.split(",")))
             results[server.name] = {label: median(rs) for label, rs in raw.items()}
             print(f"{server.name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
 
