@@ -246,7 +246,9 @@ def put_command(
     show_progress: bool,
     quiet: bool,
 ) -> None:
-    """Upload the file LOCAL (- for standard input) to REMOTE (ending in / keeps LOCAL's name)."""
+    """Upload a file to REMOTE.
+
+    LOCAL is a file, or - for standard input. A REMOTE ending in / keeps LOCAL's name."""
     if remote.endswith("/") or not remote:
         if local == "-":
             raise click.UsageError("REMOTE must name the object when LOCAL is -")
@@ -287,8 +289,10 @@ def get_command(
     show_progress: bool,
     quiet: bool,
 ) -> None:
-    """Download REMOTE to LOCAL (default: its name in the current folder; - for standard
-    output)."""
+    """Download REMOTE to a file or standard output.
+
+    LOCAL defaults to REMOTE's last segment in the current folder; a folder gets that name
+    inside it; - writes to standard output."""
     name = remote.rstrip("/").rsplit("/", 1)[-1]
     if local is None:
         local = name
@@ -310,7 +314,9 @@ def get_command(
 @click.option("--long", "-l", "long_", is_flag=True, help="Add size (bytes) and modified time.")
 @client_options
 def ls_command(prefix: str, long_: bool, url: str, token: str | None) -> None:
-    """List the objects whose path starts with PREFIX, one path a line."""
+    """List objects, one path a line.
+
+    Every object whose path starts with PREFIX (recursive), in path order."""
     with open_client(url, token) as client:
         for item in client.iter_files(prefix):
             if long_:
@@ -332,7 +338,9 @@ def rm_command(remote: str, url: str, token: str | None) -> None:
 @click.argument("remote")
 @client_options
 def meta_command(remote: str, url: str, token: str | None) -> None:
-    """Print REMOTE's metadata (path, size, sha256, etag, content_type, modified) as JSON."""
+    """Print REMOTE's metadata as JSON.
+
+    The fields: path, size, sha256, etag, content_type, modified."""
     with open_client(url, token) as client:
         click.echo(json.dumps(client.meta(remote), indent=2, ensure_ascii=False))
 
