@@ -428,7 +428,7 @@ class Client:
                     sink.truncate()
                 offset, sha256 = 0, hashlib.sha256()
             elif not response.headers.get("Content-Range", "").startswith(f"bytes {offset}-"):
-                raise FiledockError(206, "bad-range", "the server sent another range than asked")
+                raise FiledockError(None, "bad-range", "the server sent another range than asked")
             length = response.headers.get("Content-Length")
             total = offset + int(length) if length is not None else None
             done = offset
