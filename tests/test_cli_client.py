@@ -272,3 +272,15 @@ def test_subprocess_put_get_and_errors(server: LiveServer, tmp_path: Path) -> No
     done = filedock("get", "proc/missing", "-", "--url", server.url)
     assert done.returncode == 1 and done.stdout == b""
     assert done.stderr == b"Error: no object at proc/missing (404 not-found)\n"
+
+
+def test_subprocess_refused_upload_reports_the_servers_answer(protected: TokenServer) -> None:
+    # The server answers 401/403 before it reads the body: the client still reports that
+    # answer, not the broken pipe of the bytes it was still sending.
+    data = os.urandom(4_000_000)
+    done = filedock("put", "-", "proc/x.bin", "--url", protected.url, input=data)
+    assert done.returncode == 1
+    assert done.stderr.endswith(b"(401 unauthorized); pass --token or set FILEDOCK_TOKEN\n")
+    args = ("--url", protected.url, "--token", protected.read_token)
+    done = filedock("put", "-", "proc/x.bin", *args, input=data)
+    assert done.returncode == 1 and b"(403 forbidden)" in done.stderr
