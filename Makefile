@@ -40,7 +40,7 @@ $(BENCH_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	touch $(BENCH_STAMP)
 
-# make bench: the full side-by-side run (writes docs/benchmarks-table.md and .png);
+# make bench: the full side-by-side run (writes docs/benchmarks-results.md, .json and .png);
 # make bench QUICK=1: every workload at small sizes, in under two minutes
 bench: $(BENCH_STAMP)
 	@command -v nginx >/dev/null && command -v wrk >/dev/null && command -v curl >/dev/null || \

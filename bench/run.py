@@ -684,7 +684,7 @@ def main() -> None:
     sizes = QUICK if args.quick else FULL
     names = args.servers.split(",")
     out = Path(args.out) if args.out else (
-        HERE / "results" / "quick.md" if args.quick else ROOT / "docs" / "benchmarks-table.md")  # fmt: skip
+        HERE / "results" / "quick.md" if args.quick else ROOT / "docs" / "benchmarks-results.md")  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
 
     with tempfile.TemporaryDirectory(prefix="filedock-bench-") as tmp:
