@@ -206,7 +206,9 @@ OPENAPI_PATHS: dict[str, Any] = {
                     "`too-large`: the document is over max_json_bytes, nested too deeply, "
                     "or has a number too large."
                 ),
-                "422": problem_response("`invalid-json`: the stored object is not valid UTF-8 JSON."),
+                "422": problem_response(
+                    "`invalid-json`: the stored object is not valid UTF-8 JSON."
+                ),
             },
         },
         "put": {
@@ -233,7 +235,9 @@ OPENAPI_PATHS: dict[str, Any] = {
                 "400": problem_response("`invalid-path`, or `invalid-json`: the body is not JSON."),
                 "403": _COMMON_ERRORS["403"],
                 "409": problem_response("`conflict`: a parent is a file, or the path is a folder."),
-                "412": problem_response("`precondition-failed`: If-Match or If-None-Match did not hold."),
+                "412": problem_response(
+                    "`precondition-failed`: If-Match or If-None-Match did not hold."
+                ),
                 "413": problem_response(
                     "`too-large`: the body is over max_json_bytes, nested too deeply, "
                     "or has a number too large."
@@ -263,7 +267,9 @@ OPENAPI_PATHS: dict[str, Any] = {
                     "headers": {"ETag": _ETAG_HEADER},
                     "content": {"application/json": {"schema": _ANY_JSON}},
                 },
-                "400": problem_response("`invalid-path`, or `invalid-patch`: the patch is malformed."),
+                "400": problem_response(
+                    "`invalid-path`, or `invalid-patch`: the patch is malformed."
+                ),
                 "403": _COMMON_ERRORS["403"],
                 "404": problem_response("`not-found`: no document at the path."),
                 "409": problem_response(
@@ -275,8 +281,12 @@ OPENAPI_PATHS: dict[str, Any] = {
                     "`too-large`: the patch or the result is over max_json_bytes (nothing is "
                     "stored), or nested too deeply."
                 ),
-                "415": problem_response("`unsupported-media-type`: not one of the two patch types."),
-                "422": problem_response("`invalid-json`: the stored object is not valid UTF-8 JSON."),
+                "415": problem_response(
+                    "`unsupported-media-type`: not one of the two patch types."
+                ),
+                "422": problem_response(
+                    "`invalid-json`: the stored object is not valid UTF-8 JSON."
+                ),
                 "507": problem_response("`insufficient-storage`: the store is full."),
             },
         },
