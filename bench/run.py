@@ -136,6 +136,7 @@ class Server:
     root: Callable[[Path], Path]  # the folder it serves, under the work dir
     put: Callable[[str], str] | None = None  # object name -> URL for a raw PUT
     multipart: tuple[str, str] | None = None  # (path, file field)
+    form: tuple[str, ...] = ()  # extra -F fields sent before the files
     download: Callable[[str], str] | None = None
     json_get: str | None = None
     json_pointer: str | None = None
@@ -179,10 +180,13 @@ WORKERS = 2
 THREADS = 16
 
 
-def gunicorn_cmd(app: str, worker: str = "gthread") -> Callable[[Path, int], tuple[list[str], dict[str, str]]]:
+def gunicorn_cmd(
+    app: str, worker: str = "gthread"
+) -> Callable[[Path, int], tuple[list[str], dict[str, str]]]:
     def command(work: Path, port: int) -> tuple[list[str], dict[str, str]]:
+        # the same gunicorn settings as `filedock serve`, access log included
         argv = [str(BIN / "gunicorn"), app, "-b", f"127.0.0.1:{port}", "-w", str(WORKERS),
-                "--no-control-socket", "--timeout", "600"]  # fmt: skip
+                "--no-control-socket", "--timeout", "600", "--access-logfile", "-"]  # fmt: skip
         if worker == "gthread":
             argv += ["-k", "gthread", "--threads", str(THREADS)]
         else:
@@ -193,13 +197,16 @@ def gunicorn_cmd(app: str, worker: str = "gthread") -> Callable[[Path, int], tup
     return command
 
 
-def filedock_server(name: str, command: Callable[[Path, int], tuple[list[str], dict[str, str]]]) -> Server:
+def filedock_server(
+    name: str, command: Callable[[Path, int], tuple[list[str], dict[str, str]]]
+) -> Server:
     return Server(
         name=name,
         command=command,
         root=lambda w: w / "filedock",
         put=lambda n: f"/api/v1/files/{n}",
-        multipart=("/api/v1/files?overwrite=true", "file"),
+        multipart=("/api/v1/files", "file"),
+        form=("overwrite=true",),
         download=lambda n: f"/api/v1/files/{n}",
         json_get="/api/v1/json/labelsFile.json",
         json_pointer="/api/v1/json/labelsFile.json?pointer=/thanos",
@@ -260,7 +267,9 @@ def nginx_setup(work: Path, port: int) -> None:
 def servers(selection: list[str]) -> list[Server]:
     catalogue = {
         "filedock": filedock_server("filedock", filedock_serve),
-        "filedock-sync": filedock_server("filedock-sync", gunicorn_cmd("wsgi_filedock:app", "sync")),
+        "filedock-sync": filedock_server(
+            "filedock-sync", gunicorn_cmd("wsgi_filedock:app", "sync")
+        ),
         "filedock-granian": filedock_server("filedock-granian", granian_cmd),
         "filedock-uwsgi": filedock_server("filedock-uwsgi", uwsgi_cmd),
         "nginx": Server(
@@ -274,8 +283,20 @@ def servers(selection: list[str]) -> list[Server]:
         ),
         "uploadserver": Server(
             name="uploadserver",
-            command=lambda w, p: ([PY, "-m", "uploadserver", "--allow-replace", "-b", "127.0.0.1",
-                                   "-d", str(w / "uploadserver"), str(p)], {}),  # fmt: skip
+            command=lambda w, p: (
+                [
+                    PY,
+                    "-m",
+                    "uploadserver",
+                    "--allow-replace",
+                    "-b",
+                    "127.0.0.1",
+                    "-d",
+                    str(w / "uploadserver"),
+                    str(p),
+                ],
+                {},
+            ),  # fmt: skip
             root=lambda w: w / "uploadserver",
             multipart=("/upload", "files"),
             download=lambda n: f"/{n}",
@@ -283,9 +304,22 @@ def servers(selection: list[str]) -> list[Server]:
         ),
         "copyparty": Server(
             name="copyparty",
-            command=lambda w, p: ([str(BIN / "copyparty"), "-q", "-i", "127.0.0.1", "-p", str(p),
-                                   "-v", f"{w / 'copyparty'}::rw", "--no-thumb",
-                                   "--hist", str(w / "copyparty-hist")], {}),  # fmt: skip
+            command=lambda w, p: (
+                [
+                    str(BIN / "copyparty"),
+                    "-q",
+                    "-i",
+                    "127.0.0.1",
+                    "-p",
+                    str(p),
+                    "-v",
+                    f"{w / 'copyparty'}::rw",
+                    "--no-thumb",
+                    "--hist",
+                    str(w / "copyparty-hist"),
+                ],
+                {},
+            ),  # fmt: skip
             root=lambda w: w / "copyparty",
             put=lambda n: f"/{n}",
             multipart=("/?act=bput", "f"),
@@ -316,7 +350,9 @@ def curl(*args: str) -> float:
     elapsed = time.perf_counter() - start
     codes = result.stdout.split()
     if result.returncode != 0 or not codes or not all(c.startswith("2") for c in codes):
-        raise RuntimeError(f"curl {args[:3]}: exit {result.returncode} {codes[-3:]} {result.stderr[:200]}")
+        raise RuntimeError(
+            f"curl {args[:3]}: exit {result.returncode} {codes[-3:]} {result.stderr[:200]}"
+        )
     return elapsed
 
 
@@ -349,14 +385,19 @@ def w_multipart(s: Server, c: Context) -> Result | None:
     if not s.multipart:
         return None
     path, name = s.multipart
-    return throughput(c.sizes.big, curl("-F", f"{name}=@{c.payload};filename=mp.bin", s.url + path))
+    fields = [a for f in s.form for a in ("-F", f)]
+    return throughput(
+        c.sizes.big, curl(*fields, "-F", f"{name}=@{c.payload};filename=mp.bin", s.url + path)
+    )
 
 
 def w_many_one_request(s: Server, c: Context) -> Result | None:
     if not s.multipart:
         return None
     path, name = s.multipart
-    args = [a for p in c.smalls for a in ("-F", f"{name}=@{p}")]
+    args = [a for f in s.form for a in ("-F", f)] + [
+        a for p in c.smalls for a in ("-F", f"{name}=@{p}")
+    ]
     total = c.sizes.small * len(c.smalls)
     return throughput(total, curl(*args, s.url + path))
 
@@ -370,6 +411,7 @@ def w_many_per_request(s: Server, c: Context) -> Result | None:
         if s.put:
             args += ["-T", str(p), s.url + s.put(f"small/{p.name}")]
         elif s.multipart:
+            args += [a for f in s.form for a in ("-F", f)]
             args += ["-F", f"{s.multipart[1]}=@{p}", s.url + s.multipart[0]]
         else:
             return None
@@ -440,7 +482,10 @@ def w_pointer(s: Server, c: Context) -> list[tuple[str, Result]] | None:
     if not s.json_pointer:
         return None
     rps, p50, p99 = wrk(s.url + s.json_pointer, c.sizes.wrk_seconds)
-    return [("json pointer GET", Result(rps, "req/s")), ("json pointer p99", Result(p99, "ms", False))]
+    return [
+        ("json pointer GET", Result(rps, "req/s")),
+        ("json pointer p99", Result(p99, "ms", False)),
+    ]
 
 
 TRANSFERS: list[tuple[str, Callable[[Server, Context], Result | None]]] = [
@@ -457,7 +502,12 @@ SMALL: list[tuple[str, Callable[[Server, Context], Result | None]]] = [
 RATES = [w_json, w_json_compat, w_pointer]
 
 
-def run_server(s: Server, c: Context, runs: int) -> dict[str, list[Result]]:
+GROUPS = ("transfers", "small", "json")
+
+
+def run_server(
+    s: Server, c: Context, runs: int, groups: tuple[str, ...] = GROUPS
+) -> dict[str, list[Result]]:
     """Every workload against one server, `runs` times; RSS sampled during big transfers."""
     out: dict[str, list[Result]] = {}
     root = s.root(c.work)
@@ -467,9 +517,11 @@ def run_server(s: Server, c: Context, runs: int) -> dict[str, list[Result]]:
         if not dl.exists():
             os.link(c.payload, dl)
         if s.download:
-            curl("-r", "0-0", s.url + s.download("dl.bin"))  # warm: hand-placed files get hashed once
+            curl(
+                "-r", "0-0", s.url + s.download("dl.bin")
+            )  # warm: hand-placed files get hashed once
         for _ in range(runs):
-            for label, fn in TRANSFERS:
+            for label, fn in TRANSFERS if "transfers" in groups else []:
                 assert s.proc is not None
                 with RssSampler(s.proc.pid) as rss:
                     result = fn(s, c)
@@ -479,11 +531,11 @@ def run_server(s: Server, c: Context, runs: int) -> dict[str, list[Result]]:
                 out.setdefault(f"peak RSS over idle, {label}", []).append(
                     Result((rss.peak - rss.idle) / MIB, "MiB", False)
                 )
-            for label, fn in SMALL:
+            for label, fn in SMALL if "small" in groups else []:
                 result = fn(s, c)
                 if result is not None:
                     out.setdefault(label, []).append(result)
-            for rate in RATES:
+            for rate in RATES if "json" in groups else []:
                 for label, result in rate(s, c) or []:
                     out.setdefault(label, []).append(result)
             for stale in ("big.bin", "mp.bin", "tus.bin"):
@@ -533,7 +585,9 @@ def fmt(r: Result | None) -> str:
 
 
 def median(results: list[Result]) -> Result:
-    return Result(statistics.median(r.value for r in results), results[0].unit, results[0].higher_is_better)
+    return Result(
+        statistics.median(r.value for r in results), results[0].unit, results[0].higher_is_better
+    )
 
 
 def ratio(ours: Result | None, theirs: Result | None) -> float | None:
@@ -615,13 +669,22 @@ def chart(results: dict[str, dict[str, Result]], names: list[str], path: Path) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, one run")
-    parser.add_argument("--servers", default="filedock,nginx,uploadserver,copyparty,baseline")
-    parser.add_argument("--out", help="markdown report (default docs/benchmarks.md, or bench/results/ with --quick)")
+    parser.add_argument(
+        "--servers",
+        default="filedock,nginx,uploadserver,copyparty,baseline,"
+        "filedock-sync,filedock-granian,filedock-uwsgi",
+    )
+    parser.add_argument(
+        "--only", default=",".join(GROUPS), help="workload groups: " + ",".join(GROUPS)
+    )
+    parser.add_argument(
+        "--out", help="markdown report (default docs/benchmarks.md, or bench/results/ with --quick)"
+    )
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
     names = args.servers.split(",")
     out = Path(args.out) if args.out else (
-        HERE / "results" / "quick.md" if args.quick else ROOT / "docs" / "benchmarks-table.md")  # fmt: skip
+        HERE / "results" / "quick.md" if args.quick else ROOT / "docs" / "benchmarks-results.md")  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
 
     with tempfile.TemporaryDirectory(prefix="filedock-bench-") as tmp:
@@ -641,7 +704,7 @@ def main() -> None:
         results: dict[str, dict[str, Result]] = {}
         for server in servers(names):
             t0 = time.perf_counter()
-            raw = run_server(server, context, sizes.runs)
+            raw = run_server(server, context, sizes.runs, tuple(args.only.split(",")))
             results[server.name] = {label: median(rs) for label, rs in raw.items()}
             print(f"{server.name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
 

@@ -67,6 +67,7 @@ class LiveServer:
             code = self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
+            self.process.wait(10)
             raise
         finally:
             if self.reader is not None:
@@ -107,6 +108,9 @@ def start_server(
         timer.cancel()
     if not url:
         process.kill()
+        process.wait(10)
+        assert process.stdout is not None
+        process.stdout.close()
         raise RuntimeError("filedock serve did not start:\n" + "".join(output))
     server = LiveServer(process, url, output)
 

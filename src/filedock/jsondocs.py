@@ -239,6 +239,14 @@ class Document:
     _error: InvalidJson | None = None
     _parsed: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _derived: dict[str, bytes] = field(default_factory=dict, repr=False)
+
+    def derived(self, name: str, make: Callable[[Document], bytes]) -> bytes:
+        """Bytes computed from this version once (say, a response body), then reused."""
+        found = self._derived.get(name)
+        if found is None:
+            found = self._derived[name] = make(self)
+        return found
 
     def value(self) -> Any:
         """The parsed document (shared: never modify it). InvalidDocument if not JSON."""
@@ -339,12 +347,6 @@ def get_document(
     doc = Document(data, etag_of(data))
     cache.put(key, doc)
     return doc
-
-
-def load_document(storage: Storage, key: Key, max_bytes: int) -> tuple[Any, str]:
-    """The parsed document at key (shared: never modify it) and its ETag."""
-    doc = get_document(storage, key, max_bytes)
-    return doc.value(), doc.etag
 
 
 # -- writing ---------------------------------------------------------------------------------

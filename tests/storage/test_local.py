@@ -79,3 +79,25 @@ def test_failed_write_leaves_no_staging_file(local: LocalStorage, tmp_path: Path
         local.write(Key("x"), Broken(), "")  # type: ignore[arg-type]
     assert not list((tmp_path / "store" / ".filedock" / "staging").iterdir())
     assert not (tmp_path / "store" / "x").exists()
+
+
+def test_a_change_by_another_process_is_seen(local: LocalStorage, tmp_path: Path) -> None:
+    other = LocalStorage(str(tmp_path / "store"))  # another worker on the same folder
+    first = local.write(Key("doc.json"), io.BytesIO(b"[1]"), "application/json")
+    assert other.stat(Key("doc.json")) == first
+    second = local.write(Key("doc.json"), io.BytesIO(b"[2]"), "application/json")
+    assert other.stat(Key("doc.json")) == second != first
+    local.delete(Key("doc.json"))
+    with pytest.raises(ObjectNotFound):
+        other.stat(Key("doc.json"))
+
+
+def test_a_file_swapped_for_an_outside_symlink_is_refused(
+    local: LocalStorage, tmp_path: Path
+) -> None:
+    local.write(Key("swap.txt"), io.BytesIO(b"inside"), "text/plain")
+    local.stat(Key("swap.txt"))  # remembered
+    (tmp_path / "store" / "swap.txt").unlink()
+    (tmp_path / "store" / "swap.txt").symlink_to(tmp_path / "sentinel.txt")
+    with pytest.raises(ObjectNotFound):
+        local.stat(Key("swap.txt"))

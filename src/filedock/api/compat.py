@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.http import parse_options_header
 
 from .. import access
 from ..context import get_settings, get_storage
-from ..jsondocs import InvalidJson, load_document
+from ..jsondocs import Document, InvalidJson, get_document
 from ..multipart import MalformedMultipart, client_basename, stage_form
 from ..storage import (
     InvalidKey,
@@ -35,7 +35,8 @@ def get_json_from_file(filename: str) -> Any:
     """Return a JSON document as {"STATUS": "true", "LABELS_MAPPING": ...}."""
     try:
         key = check_key(filename)
-        document, _ = load_document(get_storage(), key, get_settings().max_json_bytes)
+        document = get_document(get_storage(), key, get_settings().max_json_bytes)
+        body = document.derived("compat", labels_mapping_body)
     except InvalidKey as exc:
         return compat_error(400, f"invalid file name: {exc}")
     except ObjectNotFound:
@@ -44,7 +45,13 @@ def get_json_from_file(filename: str) -> Any:
         return compat_error(422, "file is not valid JSON")
     except TooLarge:
         return compat_error(413, "file is too large")
-    return jsonify({"STATUS": "true", "LABELS_MAPPING": document})
+    return Response(body, mimetype="application/json")
+
+
+def labels_mapping_body(document: Document) -> bytes:
+    """The original's answer for a document, as jsonify() writes it (made once per version)."""
+    text = current_app.json.dumps({"STATUS": "true", "LABELS_MAPPING": document.value()})
+    return (text + "\n").encode()
 
 
 @bp.post("/uploadFiles")

@@ -23,6 +23,7 @@ from flask import Blueprint, Response, jsonify, request, url_for
 from .. import jsondocs
 from ..context import get_settings, get_storage
 from ..errors import ApiError
+from ..openapi import PATH_PARAMETER, header_parameter, problem_response
 from ..storage import Key, TooLarge
 from ..storage.base import CHUNK_BYTES
 from .shapes import metadata_json
@@ -125,44 +126,20 @@ def patch_document(key: Key) -> Response:
 # -- OpenAPI 3.1 fragments, merged into the spec by filedock.openapi ---------------------------
 
 
-def _problem(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {
-            "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
-        },
-    }
-
-
 _ANY_JSON: dict[str, Any] = {"description": "Any JSON value."}
 _ETAG_HEADER = {
     "description": 'The quoted SHA-256 of the stored document: "<64 hex>".',
     "schema": {"type": "string"},
 }
-_PATH_PARAMETER = {
-    "name": "path",
-    "in": "path",
-    "required": True,
-    "description": "The document's path in the store (API.md section 1), e.g. labels/classes.json.",
-    "schema": {"type": "string"},
-}
-_IF_MATCH = {
-    "name": "If-Match",
-    "in": "header",
-    "required": False,
-    "description": "Apply only if the document's current ETag is one of these (else 412).",
-    "schema": {"type": "string"},
-}
-_IF_NONE_MATCH_WRITE = {
-    "name": "If-None-Match",
-    "in": "header",
-    "required": False,
-    "description": "`*`: create only (412 if the document exists).",
-    "schema": {"type": "string"},
-}
+_IF_MATCH = header_parameter(
+    "If-Match", "Apply only if the document's current ETag is one of these (else 412)."
+)
+_IF_NONE_MATCH_WRITE = header_parameter(
+    "If-None-Match", "`*`: create only (412 if the document exists)."
+)
 _COMMON_ERRORS = {
-    "400": _problem("`invalid-path`: the path breaks a rule of API.md section 1."),
-    "403": _problem("`read-only`: the server is read-only."),
+    "400": problem_response("`invalid-path`: the path breaks a rule of API.md section 1."),
+    "403": problem_response("`read-only`: the server is read-only."),
 }
 
 _METADATA = {"$ref": "#/components/schemas/FileMetadata"}
@@ -186,7 +163,7 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
 
 OPENAPI_PATHS: dict[str, Any] = {
     "/api/v1/json/{path}": {
-        "parameters": [_PATH_PARAMETER],
+        "parameters": [PATH_PARAMETER],
         "get": {
             "operationId": "getDocument",
             "summary": "Read a JSON document, or the value at a JSON Pointer",
@@ -218,18 +195,20 @@ OPENAPI_PATHS: dict[str, Any] = {
                     "content": {"application/json": {"schema": _ANY_JSON}},
                 },
                 "304": {"description": "Not modified.", "headers": {"ETag": _ETAG_HEADER}},
-                "400": _problem(
+                "400": problem_response(
                     "`invalid-path`, or `bad-request`: the pointer is not an RFC 6901 pointer."
                 ),
                 "403": _COMMON_ERRORS["403"],
-                "404": _problem(
+                "404": problem_response(
                     "`not-found`: no document; `pointer-not-found`: no value at the pointer."
                 ),
-                "413": _problem(
+                "413": problem_response(
                     "`too-large`: the document is over max_json_bytes, nested too deeply, "
                     "or has a number too large."
                 ),
-                "422": _problem("`invalid-json`: the stored object is not valid UTF-8 JSON."),
+                "422": problem_response(
+                    "`invalid-json`: the stored object is not valid UTF-8 JSON."
+                ),
             },
         },
         "put": {
@@ -253,15 +232,17 @@ OPENAPI_PATHS: dict[str, Any] = {
                     "headers": {"ETag": _ETAG_HEADER, "Location": {"schema": {"type": "string"}}},
                     "content": {"application/json": {"schema": _METADATA}},
                 },
-                "400": _problem("`invalid-path`, or `invalid-json`: the body is not JSON."),
+                "400": problem_response("`invalid-path`, or `invalid-json`: the body is not JSON."),
                 "403": _COMMON_ERRORS["403"],
-                "409": _problem("`conflict`: a parent is a file, or the path is a folder."),
-                "412": _problem("`precondition-failed`: If-Match or If-None-Match did not hold."),
-                "413": _problem(
+                "409": problem_response("`conflict`: a parent is a file, or the path is a folder."),
+                "412": problem_response(
+                    "`precondition-failed`: If-Match or If-None-Match did not hold."
+                ),
+                "413": problem_response(
                     "`too-large`: the body is over max_json_bytes, nested too deeply, "
                     "or has a number too large."
                 ),
-                "507": _problem("`insufficient-storage`: the store is full."),
+                "507": problem_response("`insufficient-storage`: the store is full."),
             },
         },
         "patch": {
@@ -286,21 +267,27 @@ OPENAPI_PATHS: dict[str, Any] = {
                     "headers": {"ETag": _ETAG_HEADER},
                     "content": {"application/json": {"schema": _ANY_JSON}},
                 },
-                "400": _problem("`invalid-path`, or `invalid-patch`: the patch is malformed."),
+                "400": problem_response(
+                    "`invalid-path`, or `invalid-patch`: the patch is malformed."
+                ),
                 "403": _COMMON_ERRORS["403"],
-                "404": _problem("`not-found`: no document at the path."),
-                "409": _problem(
+                "404": problem_response("`not-found`: no document at the path."),
+                "409": problem_response(
                     "`patch-test-failed`: a `test` operation failed; `conflict`: the patch's "
                     "target does not exist in the document, or the document kept changing."
                 ),
-                "412": _problem("`precondition-failed`: If-Match did not hold."),
-                "413": _problem(
+                "412": problem_response("`precondition-failed`: If-Match did not hold."),
+                "413": problem_response(
                     "`too-large`: the patch or the result is over max_json_bytes (nothing is "
                     "stored), or nested too deeply."
                 ),
-                "415": _problem("`unsupported-media-type`: not one of the two patch types."),
-                "422": _problem("`invalid-json`: the stored object is not valid UTF-8 JSON."),
-                "507": _problem("`insufficient-storage`: the store is full."),
+                "415": problem_response(
+                    "`unsupported-media-type`: not one of the two patch types."
+                ),
+                "422": problem_response(
+                    "`invalid-json`: the stored object is not valid UTF-8 JSON."
+                ),
+                "507": problem_response("`insufficient-storage`: the store is full."),
             },
         },
     }

@@ -33,6 +33,13 @@ from .base import (
     Verify,
 )
 
+KNOWN_ENTRIES = 100_000  # descriptions remembered per process (a few hundred bytes each)
+
+
+def _stamp(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What identifies one version of one file: a replacement changes at least one of these."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
 
 def guess_type(key: str) -> str:
     """The media type a key's extension suggests."""
@@ -82,6 +89,7 @@ class LocalStorage:
         self._staging = os.path.join(self._state, "staging")
         for name in ("staging", "meta", "locks", "state"):
             os.makedirs(os.path.join(self._state, name), exist_ok=True)
+        self._known: dict[str, tuple[tuple[int, int, int, int], ObjectInfo]] = {}
 
     # -- paths -------------------------------------------------------------------------------
 
@@ -155,9 +163,29 @@ class LocalStorage:
     # -- the Storage interface ---------------------------------------------------------------
 
     def stat(self, key: Key) -> ObjectInfo:
-        """Describe the object at key."""
+        """Describe the object at key.
+
+        A hot path (every JSON read and conditional GET starts here), so the description is
+        remembered per key with the file's (device, inode, size, mtime): while one stat(2)
+        of the path still shows that same file, it is the file whose place inside the root
+        was checked and whose hash was read, and neither needs doing again. Any write by any
+        worker renames a new inode into place, which changes the stamp."""
+        try:
+            st = os.stat(os.path.join(self.root, key))
+        except (FileNotFoundError, NotADirectoryError):
+            raise ObjectNotFound(f"no object at {key}") from None
+        except OSError:
+            st = None
+        if st is not None:
+            known = self._known.get(key)
+            if known is not None and known[0] == _stamp(st):
+                return known[1]
         path, st = self._stat_file(key)
-        return self._info(key, path, st)
+        info = self._info(key, path, st)
+        if len(self._known) >= KNOWN_ENTRIES:
+            self._known.clear()
+        self._known[key] = (_stamp(st), info)
+        return info
 
     def open(self, key: Key, start: int = 0, end: int | None = None) -> BinaryIO:
         """A real file object positioned at start (bounded to end), so sendfile can serve it."""
