@@ -11,6 +11,7 @@ from .. import access
 from ..context import get_settings, get_storage
 from ..jsondocs import InvalidJson, load_document
 from ..multipart import MalformedMultipart, client_basename, stage_form
+from ..routing import came_from_utf8
 from ..storage import (
     InvalidKey,
     ObjectNotFound,
@@ -34,6 +35,8 @@ def compat_error(status: int, error: str) -> tuple[Response, int]:
 def get_json_from_file(filename: str) -> Any:
     """Return a JSON document as {"STATUS": "true", "LABELS_MAPPING": ...}."""
     try:
+        if not came_from_utf8(filename):  # else U+FFFD would stand in for the bad bytes
+            raise InvalidKey("the path is not valid UTF-8")
         key = check_key(filename)
         document, _ = load_document(get_storage(), key, get_settings().max_json_bytes)
     except InvalidKey as exc:

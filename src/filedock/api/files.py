@@ -569,15 +569,17 @@ OPENAPI_PATHS: dict[str, Any] = {
                 },
             ],  # fmt: skip
             "responses": {
+                # Raw bytes in the object's own media type: no schema (as OpenAPI 3.1 has
+                # binary content), so that a range of a JSON object is not taken for JSON.
                 "200": {
                     "description": "The bytes",
                     "headers": {**_DOWNLOAD_HEADERS, "Content-Digest": header("sha-256")},
-                    "content": {"*/*": {"schema": {}}},
+                    "content": {"*/*": {}},
                 },
                 "206": {
                     "description": "The requested range",
                     "headers": {**_DOWNLOAD_HEADERS, "Content-Range": header("bytes a-b/size")},
-                    "content": {"*/*": {"schema": {}}},
+                    "content": {"*/*": {}},
                 },
                 "304": {"description": "Not modified", "headers": {"ETag": _ETAG}},
                 **problem_responses(400, 404, 412, 416),
