@@ -40,6 +40,7 @@ from ..storage import (
     check_key,
     check_segment,
 )
+from ..storage.base import MAX_KEY_BYTES
 from ..storage.local import guess_type
 from .shapes import metadata_json
 
@@ -82,6 +83,9 @@ def check_prefix(prefix: str) -> str:
     """A listing prefix must be able to start a valid path (its last segment may be partial)."""
     if not prefix:
         return prefix
+    size = len(prefix.encode("utf-8", "replace"))
+    if size > MAX_KEY_BYTES:
+        raise InvalidKey(f"the prefix is {size} bytes long; no path is over {MAX_KEY_BYTES}")
     *folders, last = prefix.split("/")
     for segment in folders:
         check_segment(segment)
