@@ -22,6 +22,8 @@ pytestmark = pytest.mark.timeout(120)
 
 TOKEN = "attack-test-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+READ_TOKEN = "attack-test-read-token"
+READ_AUTH = {"Authorization": f"Bearer {READ_TOKEN}"}
 MAX_UPLOAD_BYTES = 16 << 20
 BOUNDARY = "XyZzYboundary"
 
@@ -34,6 +36,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "filedock.toml").write_text(
         f"max_upload_bytes = {MAX_UPLOAD_BYTES}\nworkers = 1\nthreads = 4\n"
         f'[[tokens]]\nname = "admin"\nhash = "{hash_token(TOKEN)}"\nscopes = ["admin"]\n'
+        f'[[tokens]]\nname = "reader"\nhash = "{hash_token(READ_TOKEN)}"\nscopes = ["read"]\n'
     )
     return root
 
@@ -237,3 +240,146 @@ def test_malformed_basic_headers(server: LiveServer, value: str) -> None:
     assert status in (400, 401), data[:300]
     if status == 401:
         assert b"WWW-Authenticate: Bearer" in data
+
+
+# -- JSON past the parser's limits, in a worker of the real server -------------------------------
+
+DEEP_OBJECTS = b'{"a":' * 100_000 + b"1" + b"}" * 100_000
+DEEP_ARRAYS = b"[" * 100_000 + b"]" * 100_000
+MILLION_DIGITS = b"9" * 1_000_000
+MERGE = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        DEEP_OBJECTS,
+        DEEP_ARRAYS,
+        MILLION_DIGITS,
+        b'{"n": ' + MILLION_DIGITS + b"}",
+        b'[{"op": "add", "path": "/n", "value": ' + MILLION_DIGITS + b"}]",
+        b'[{"op": "add", "path": "/n", "value": ' + DEEP_ARRAYS + b"}]",
+    ],
+    ids=["deep-objects", "deep-arrays", "digits", "digits-member", "patch-digits", "patch-deep"],
+)
+@pytest.mark.parametrize(
+    ("method", "content_type"),
+    [("PUT", "application/json"), ("PATCH", MERGE), ("PATCH", JSON_PATCH)],
+)
+def test_json_past_the_parser_limits_is_4xx(
+    server: LiveServer, store: Path, body: bytes, method: str, content_type: str
+) -> None:
+    url = server.url + "/api/v1/json/limits.json"
+    document = b'{"kept": true}'
+    assert requests.put(url, data=document, headers=AUTH, timeout=30).status_code in (200, 201)
+    response = requests.request(
+        method, url, data=body, headers={**AUTH, "Content-Type": content_type}, timeout=60
+    )
+    assert response.status_code in (400, 413), response.text[:300]
+    assert response.headers["Content-Type"] == "application/problem+json"
+    assert (store / "store" / "limits.json").read_bytes() == document
+
+
+# -- CR/LF in tus metadata -----------------------------------------------------------------------
+
+
+def raw_request(server: LiveServer, request: bytes) -> bytes:
+    parts = urlsplit(server.url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
+
+
+def header_names(response: bytes) -> list[bytes]:
+    head = response.split(b"\r\n\r\n", 1)[0]
+    return [line.split(b":", 1)[0].lower() for line in head.split(b"\r\n")[1:]]
+
+
+def test_crlf_in_tus_metadata_never_reaches_response_headers(server: LiveServer) -> None:
+    injected = "x\r\nX-Injected: 1\r\nSet-Cookie: a=b"
+    metadata = ",".join(
+        f"{key} {base64.b64encode(value.encode()).decode()}"
+        for key, value in [("path", "tus/crlf.bin"), ("filetype", injected), ("name", injected)]
+    )
+    response = requests.post(
+        server.url + "/api/v1/uploads",
+        headers={
+            **AUTH,
+            "Tus-Resumable": "1.0.0",
+            "Upload-Length": "4",
+            "Upload-Metadata": metadata,
+        },
+        timeout=30,
+    )
+    assert response.status_code == 201, response.text
+    location = response.headers["Location"]
+    head = (
+        f"HEAD {location} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        f"Tus-Resumable: 1.0.0\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+    ).encode()
+    answer = raw_request(server, head)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+    names = header_names(answer)
+    assert b"x-injected" not in names and b"set-cookie" not in names
+    assert f"Upload-Metadata: {metadata}\r\n".encode() in answer  # echoed as sent: base64
+    # a raw CR/LF cannot be smuggled into the header itself: obs-fold is refused
+    folded = (
+        "POST /api/v1/uploads HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        f"Authorization: Bearer {TOKEN}\r\nTus-Resumable: 1.0.0\r\nUpload-Length: 1\r\n"
+        "Upload-Metadata: path dHVzL2ZvbGQuYmlu\r\n X-Injected: 1\r\n\r\n"
+    ).encode()
+    answer = raw_request(server, folded)
+    assert int(answer.split(b" ", 2)[1]) == 400, answer[:300]
+    assert b"x-injected" not in header_names(answer)
+    requests.delete(server.url + location, headers={**AUTH, "Tus-Resumable": "1.0.0"}, timeout=30)
+
+
+# -- X-HTTP-Method-Override with a read token ----------------------------------------------------
+
+
+def test_method_override_with_a_read_token_reaches_no_write(
+    server: LiveServer, store: Path
+) -> None:
+    files = store / "store"
+    (files / "override.json").write_text('{"v": 1}')
+    response = requests.post(
+        server.url + "/api/v1/uploads",
+        headers={**AUTH, "Tus-Resumable": "1.0.0", "Upload-Length": "4",
+                 "Upload-Metadata": "path " + base64.b64encode(b"override.bin").decode()},
+        timeout=30,
+    )  # fmt: skip
+    upload = server.url + response.headers["Location"]
+    tus = {"Tus-Resumable": "1.0.0", "Content-Type": "application/offset+octet-stream"}
+    attempts = [
+        ("POST", upload, {**tus, "Upload-Offset": "0"}, "PATCH", b"data"),
+        ("POST", upload, tus, "DELETE", b""),
+        ("GET", server.url + "/api/v1/files/override.json", {}, "DELETE", b""),
+        ("GET", server.url + "/api/v1/files/override.json", {}, "PUT", b"{}"),
+        ("HEAD", server.url + "/api/v1/files/override.json", {}, "DELETE", b""),
+        ("GET", server.url + "/api/v1/json/override.json", {"Content-Type": MERGE}, "PATCH", b"{}"),
+        ("GET", server.url + "/api/v1/meta/override.json", {}, "DELETE", b""),
+        ("GET", server.url + "/api/v1/files", {}, "POST", b""),
+    ]
+    for method, url, headers, override, body in attempts:
+        response = requests.request(
+            method,
+            url,
+            data=body,
+            headers={**READ_AUTH, **headers, "X-HTTP-Method-Override": override},
+            timeout=30,
+        )
+        assert response.status_code == 403, (method, url, override, response.text)
+    head = requests.head(upload, headers={**AUTH, "Tus-Resumable": "1.0.0"}, timeout=30)
+    assert (head.status_code, head.headers["Upload-Offset"]) == (200, "0")
+    assert (files / "override.json").read_text() == '{"v": 1}'
+    assert not (files / "override.bin").exists()
+    # the same token without an override still reads
+    response = requests.get(
+        server.url + "/api/v1/json/override.json", headers=READ_AUTH, timeout=30
+    )
+    assert response.json() == {"v": 1}
+    requests.delete(upload, headers={**AUTH, "Tus-Resumable": "1.0.0"}, timeout=30)

@@ -247,8 +247,14 @@ def _decide(rule: Rule) -> None:
     g.filedock_principal = principal
     if rule.deferred:
         token = principal.token
-        if rule.scope is not None and (token is None or not auth.has_scope(token, rule.scope)):
-            raise auth.Forbidden(f"this token does not have the {rule.scope} scope")
+        needed = {rule.scope} if rule.scope is not None else set()
+        # The handler checks its paths for the route's own scope; an override to a writing
+        # method also needs a token that may write (a listing with `DELETE` is no read).
+        overrides = methods - {request.method.upper()}
+        needed |= {s for s in map(auth.scope_for_method, overrides) if s == auth.WRITE}
+        for scope in sorted(needed):
+            if token is None or not auth.has_scope(token, scope):
+                raise auth.Forbidden(f"this token does not have the {scope} scope")
         return
     for method in sorted(methods):
         scope = auth.scope_for_method(method)

@@ -10,7 +10,7 @@ from flask_cors import CORS
 from . import access, context, errors, metrics, request_ids
 from .api import compat, docs, documents, files, health, presign, tus
 from .config import Settings
-from .routing import AnyPathConverter
+from .routing import AnyPathConverter, came_from_utf8
 from .storage import InvalidKey, check_key, open_storage
 
 EXPOSED_HEADERS = [
@@ -64,19 +64,12 @@ def create_app(settings: Settings | None = None) -> Flask:
 
 
 def check_key_argument(endpoint: str | None, values: dict[str, Any] | None) -> None:
-    """Validate the `key` URL argument of every native route, once, before any handler runs.
-
-    The WSGI server percent-decodes the path once and hands it over as latin-1; Werkzeug
-    re-decodes that as UTF-8, replacing bad bytes with U+FFFD, so a path that had invalid
-    UTF-8 is recognised here from the raw PATH_INFO."""
+    """Validate the `key` URL argument of every native route, once, before any handler runs."""
     if values is None or "key" not in values:
         return
     key = values["key"]
-    if "\ufffd" in key:
-        try:
-            request.environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8")
-        except (UnicodeEncodeError, UnicodeDecodeError):
-            raise InvalidKey("the path is not valid UTF-8") from None
+    if not came_from_utf8(key):
+        raise InvalidKey("the path is not valid UTF-8")
     values["key"] = check_key(key)
 
 

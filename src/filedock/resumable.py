@@ -36,6 +36,7 @@ from typing import IO, Any, BinaryIO, Protocol, cast
 from .sha256state import TAG, ResumableSha256
 from .storage import (
     AlreadyExists,
+    Conflict,
     Key,
     Locked,
     ObjectInfo,
@@ -504,6 +505,10 @@ class Uploads:
                 f"an object appeared at {upload.key} meanwhile; DELETE the upload, "
                 "or delete the object and send an empty PATCH to commit again"
             ) from None
+        except ObjectNotFound:
+            # The target leads out of the store (a symlink): not "upload has no data", which
+            # append() would make of an ObjectNotFound, and which tells a client to start over.
+            raise Conflict(f"{upload.key} cannot be written: it leads out of the store") from None
         finally:
             self.storage.discard(staged)
         done = replace(upload, done=True, sha256=info.sha256, etag=info.etag, hash_state="")

@@ -79,6 +79,10 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         "timeout": WORKER_TIMEOUT_SECONDS,
         "graceful_timeout": GRACEFUL_TIMEOUT_SECONDS,
         "keepalive": 5,
+        # gunicorn's default (4094 bytes) is shorter than some valid requests: a listing with
+        # a 1024-byte prefix percent-encoded (up to 3072 characters) and the cursor after a
+        # 1024-byte path. Those got gunicorn's own HTML 414; 8190 is gunicorn's maximum.
+        "limit_request_line": 8190,
         # gunicorn's control socket lives under ~/.gunicorn/ and is shared by every server
         # of the user: two filedock servers would fight over it.
         "control_socket_disable": True,

@@ -28,6 +28,15 @@ def test_get_json(client: FlaskClient, labels: Path) -> None:
     assert list(response.json["LABELS_MAPPING"]) == list(LABELS)  # document order is kept
 
 
+def test_get_json_bytes_are_the_originals(client: FlaskClient, store_dir: Path) -> None:
+    # jsonify's compact form, as the original app answered, whatever the file's own layout
+    (store_dir / "pretty.json").write_text('{\n  "b": [1, 2],\n  "a": "x"\n}\n')
+    for _ in range(2):  # made once, then served again from the document cache
+        response = client.get("/getJsonFromFile/pretty.json")
+        assert response.data == b'{"STATUS":"true","LABELS_MAPPING":{"b":[1,2],"a":"x"}}\n'
+        assert response.mimetype == "application/json"
+
+
 def test_get_json_in_a_folder(client: FlaskClient, store_dir: Path) -> None:
     (store_dir / "models").mkdir()
     (store_dir / "models" / "m.json").write_text("[1, 2]")

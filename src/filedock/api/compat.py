@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 from werkzeug.http import parse_options_header
 
 from .. import access
 from ..context import get_settings, get_storage
 from ..jsondocs import Document, InvalidJson, get_document
 from ..multipart import MalformedMultipart, client_basename, stage_form
+from ..routing import came_from_utf8
 from ..storage import (
     InvalidKey,
     ObjectNotFound,
@@ -34,6 +35,8 @@ def compat_error(status: int, error: str) -> tuple[Response, int]:
 def get_json_from_file(filename: str) -> Any:
     """Return a JSON document as {"STATUS": "true", "LABELS_MAPPING": ...}."""
     try:
+        if not came_from_utf8(filename):  # else U+FFFD would stand in for the bad bytes
+            raise InvalidKey("the path is not valid UTF-8")
         key = check_key(filename)
         document = get_document(get_storage(), key, get_settings().max_json_bytes)
         body = document.derived("compat", labels_mapping_body)
@@ -50,8 +53,7 @@ def get_json_from_file(filename: str) -> Any:
 
 def labels_mapping_body(document: Document) -> bytes:
     """The original's answer for a document, as jsonify() writes it (made once per version)."""
-    text = current_app.json.dumps({"STATUS": "true", "LABELS_MAPPING": document.value()})
-    return (text + "\n").encode()
+    return jsonify({"STATUS": "true", "LABELS_MAPPING": document.value()}).get_data()
 
 
 @bp.post("/uploadFiles")

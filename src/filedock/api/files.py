@@ -40,6 +40,7 @@ from ..storage import (
     check_key,
     check_segment,
 )
+from ..storage.base import MAX_KEY_BYTES
 from ..storage.local import guess_type
 from .shapes import metadata_json
 
@@ -82,6 +83,9 @@ def check_prefix(prefix: str) -> str:
     """A listing prefix must be able to start a valid path (its last segment may be partial)."""
     if not prefix:
         return prefix
+    size = len(prefix.encode("utf-8", "replace"))
+    if size > MAX_KEY_BYTES:
+        raise InvalidKey(f"the prefix is {size} bytes long; no path is over {MAX_KEY_BYTES}")
     *folders, last = prefix.split("/")
     for segment in folders:
         check_segment(segment)
@@ -569,15 +573,17 @@ OPENAPI_PATHS: dict[str, Any] = {
                 },
             ],  # fmt: skip
             "responses": {
+                # Raw bytes in the object's own media type: no schema (as OpenAPI 3.1 has
+                # binary content), so that a range of a JSON object is not taken for JSON.
                 "200": {
                     "description": "The bytes",
                     "headers": {**_DOWNLOAD_HEADERS, "Content-Digest": header("sha-256")},
-                    "content": {"*/*": {"schema": {}}},
+                    "content": {"*/*": {}},
                 },
                 "206": {
                     "description": "The requested range",
                     "headers": {**_DOWNLOAD_HEADERS, "Content-Range": header("bytes a-b/size")},
-                    "content": {"*/*": {"schema": {}}},
+                    "content": {"*/*": {}},
                 },
                 "304": {"description": "Not modified", "headers": {"ETag": _ETAG}},
                 **problem_responses(400, 404, 412, 416),
