@@ -523,6 +523,7 @@ def run_server(
         for _ in range(runs):
             for label, fn in TRANSFERS if "transfers" in groups else []:
                 assert s.proc is not None
+                os.sync()  # start every transfer with no other writes still pending on the disk
                 with RssSampler(s.proc.pid) as rss:
                     result = fn(s, c)
                 if result is None:

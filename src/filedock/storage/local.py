@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import hashlib
@@ -13,7 +14,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from .base import (
     CHUNK_BYTES,
@@ -223,7 +224,7 @@ class LocalStorage:
         path = self._staging_path(staging_id)
         try:
             with _enospc(), open(path, "xb") as f:
-                sha256, size = _copy(data, f, max_bytes)
+                sha256, size = _copy(data, f, max_bytes, Writeback(f.fileno()))
                 f.flush()
                 os.fsync(f.fileno())
         except BaseException:
@@ -509,7 +510,9 @@ def _etag_matches(header: str, info: ObjectInfo) -> bool:
     return "*" in tags or info.etag in tags or f"W/{info.etag}" in tags
 
 
-def _copy(src: BinaryIO, dst: BinaryIO, max_bytes: int | None) -> tuple[str, int]:
+def _copy(
+    src: BinaryIO, dst: BinaryIO, max_bytes: int | None, writeback: Writeback | None = None
+) -> tuple[str, int]:
     """Copy src to dst in one pass, hashing as it goes; TooLarge past max_bytes."""
     digest = hashlib.sha256()
     size = 0
@@ -523,7 +526,46 @@ def _copy(src: BinaryIO, dst: BinaryIO, max_bytes: int | None) -> tuple[str, int
             raise TooLarge(f"the body is larger than {max_bytes} bytes")
         update(chunk)
         write(chunk)
+        if writeback is not None:
+            writeback.wrote(size)
     return digest.hexdigest(), size
+
+
+def _load_sync_file_range() -> Any:
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+_SYNC_FILE_RANGE = _load_sync_file_range()
+_WAIT_BEFORE, _WRITE, _WAIT_AFTER = 1, 2, 4
+
+
+class Writeback:
+    """Write-behind for a file being streamed to disk: each window is handed to the disk as
+    soon as it is written, and the window before it is waited for. The disk then works while
+    the network delivers the rest, the fsync at the end has almost nothing left to do, and
+    the dirty pages of one upload stay bounded to two windows. (Linux sync_file_range(2); a
+    no-op elsewhere. Durability still comes from the fsync.)"""
+
+    WINDOW_BYTES = 8 << 20
+
+    def __init__(self, fd: int) -> None:
+        self.fd, self.started, self.previous = fd, 0, -1
+
+    def wrote(self, size: int) -> None:
+        """size bytes of the file are written."""
+        if _SYNC_FILE_RANGE is None or size - self.started < self.WINDOW_BYTES:
+            return
+        _SYNC_FILE_RANGE(self.fd, self.started, size - self.started, _WRITE)
+        if self.previous >= 0:
+            flags = _WAIT_BEFORE | _WRITE | _WAIT_AFTER
+            _SYNC_FILE_RANGE(self.fd, self.previous, self.started - self.previous, flags)
+        self.previous, self.started = self.started, size
 
 
 def _hash_file(path: str) -> str:
