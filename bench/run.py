@@ -176,7 +176,7 @@ class Server:
 
 PY = sys.executable
 BIN = Path(sys.executable).parent
-WORKERS = 2
+WORKERS = 2 * (os.cpu_count() or 1)  # filedock's default, given to every Python server
 THREADS = 16
 
 

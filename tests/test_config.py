@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from pathlib import Path
 
@@ -17,6 +18,7 @@ def test_defaults() -> None:
     settings = Settings.load(env={})
     assert (settings.store, settings.host, settings.port) == ("./data", "127.0.0.1", 5000)
     assert settings.cors_origins == ("*",)
+    assert settings.workers == 2 * (os.cpu_count() or 1)
     assert not settings.allow_anonymous and not settings.read_only and settings.tokens == ()
 
 

@@ -29,7 +29,7 @@ def main() -> None:
 @click.option("--store", help="A directory (default ./data).")
 @click.option("--host", help="Address to listen on (default 127.0.0.1).")
 @click.option("--port", type=int, help="Port (default 5000; 0 picks a free one).")
-@click.option("--workers", type=int, help="Worker processes (default 2).")
+@click.option("--workers", type=int, help="Worker processes (default 2 per core).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="A TOML file.")
 @click.option(
     "--allow-anonymous",
