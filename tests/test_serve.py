@@ -154,3 +154,15 @@ def test_stop_signal_while_workers_boot_is_not_lost(tmp_path: Path) -> None:
         server = start_server("--store", str(tmp_path / f"s{i}"), "--port", "0")
         raw_get(server.url, "/healthz")
         assert server.stop(signal.SIGTERM, timeout=25) == 0
+
+
+def test_access_log_can_be_turned_off(store_dir: Path) -> None:
+    for setting, logged in (("true", True), ("false", False)):
+        server = start_server(
+            "--store", str(store_dir), "--port", "0", env={"FILEDOCK_ACCESS_LOG": setting}
+        )
+        try:
+            curl(server.url + "/healthz?probe=" + setting)
+        finally:
+            assert server.stop() == 0
+        assert any(f"/healthz?probe={setting}" in line for line in server.output) is logged

@@ -47,6 +47,7 @@ class Settings:
     max_json_bytes: int = 16 << 20
     cors_origins: tuple[str, ...] = ("*",)
     allow_anonymous: bool = False
+    access_log: bool = True
     read_only: bool = False
     tokens: tuple[Token, ...] = ()
     secret_key: str = ""

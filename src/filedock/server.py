@@ -87,7 +87,9 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         # of the user: two filedock servers would fight over it.
         "control_socket_disable": True,
         "when_ready": when_ready,
-        "accesslog": "-",
+        # One line per request on stdout; under load the line costs more than a small JSON
+        # answer does (threads queue for the log handler's lock), hence the setting.
+        "accesslog": "-" if settings.access_log else None,
         "access_log_format": ACCESS_LOG_FORMAT,
         "errorlog": "-",
         "proc_name": "filedock",
