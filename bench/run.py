@@ -28,7 +28,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
+T = TypeVar("T")
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 MIB = 1 << 20
@@ -503,6 +505,17 @@ RATES = [w_json, w_json_compat, w_pointer]
 
 
 GROUPS = ("transfers", "small", "json")
+FAILURES: list[str] = []
+
+
+def attempt(s: Server, label: str, fn: Callable[[Server, Context], T], c: Context) -> T | None:
+    """Run one workload; a failure is reported with the results instead of ending the run."""
+    try:
+        return fn(s, c)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        FAILURES.append(f"{s.name}, {label}: {str(exc)[:300]}")
+        print(f"{s.name}: {label} failed: {exc}", file=sys.stderr, flush=True)
+        return None
 
 
 def run_server(
@@ -525,7 +538,7 @@ def run_server(
                 assert s.proc is not None
                 os.sync()  # start every transfer with no other writes still pending on the disk
                 with RssSampler(s.proc.pid) as rss:
-                    result = fn(s, c)
+                    result = attempt(s, label, fn, c)
                 if result is None:
                     continue
                 out.setdefault(label, []).append(result)
@@ -533,11 +546,11 @@ def run_server(
                     Result((rss.peak - rss.idle) / MIB, "MiB", False)
                 )
             for label, fn in SMALL if "small" in groups else []:
-                result = fn(s, c)
+                result = attempt(s, label, fn, c)
                 if result is not None:
                     out.setdefault(label, []).append(result)
             for rate in RATES if "json" in groups else []:
-                for label, result in rate(s, c) or []:
+                for label, result in attempt(s, rate.__name__, rate, c) or []:
                     out.setdefault(label, []).append(result)
             for stale in ("big.bin", "mp.bin", "tus.bin"):
                 (root / stale).unlink(missing_ok=True)
@@ -712,7 +725,8 @@ def main() -> None:
     table = report(results, sizes, names)
     goals = targets(results)
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    text = f"Run {stamp} on {machine()}.\n\n{versions()}\n\n{table}\n{goals}"
+    failed = "".join(f"\n- failed: {line}" for line in FAILURES)
+    text = f"Run {stamp} on {machine()}.\n\n{versions()}\n\n{table}\n{goals}{failed}\n"
     out.write_text(text)
     (out.with_suffix(".json")).write_text(json.dumps(
         {n: {lb: [r.value, r.unit] for lb, r in per.items()} for n, per in results.items()}, indent=1))  # fmt: skip
