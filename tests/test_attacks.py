@@ -17,6 +17,7 @@ import requests
 
 from filedock.auth import hash_token
 from tests.conftest import LiveServer, start_server
+from tests.wire import raw
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -284,16 +285,6 @@ def test_json_past_the_parser_limits_is_4xx(
 # -- CR/LF in tus metadata -----------------------------------------------------------------------
 
 
-def raw_request(server: LiveServer, request: bytes) -> bytes:
-    parts = urlsplit(server.url)
-    with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
-        sock.sendall(request)
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    return data
-
-
 def header_names(response: bytes) -> list[bytes]:
     head = response.split(b"\r\n\r\n", 1)[0]
     return [line.split(b":", 1)[0].lower() for line in head.split(b"\r\n")[1:]]
@@ -321,7 +312,7 @@ def test_crlf_in_tus_metadata_never_reaches_response_headers(server: LiveServer)
         f"HEAD {location} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
         f"Tus-Resumable: 1.0.0\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
     ).encode()
-    answer = raw_request(server, head)
+    answer = raw(server.url, head)
     assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
     names = header_names(answer)
     assert b"x-injected" not in names and b"set-cookie" not in names
@@ -332,7 +323,7 @@ def test_crlf_in_tus_metadata_never_reaches_response_headers(server: LiveServer)
         f"Authorization: Bearer {TOKEN}\r\nTus-Resumable: 1.0.0\r\nUpload-Length: 1\r\n"
         "Upload-Metadata: path dHVzL2ZvbGQuYmlu\r\n X-Injected: 1\r\n\r\n"
     ).encode()
-    answer = raw_request(server, folded)
+    answer = raw(server.url, folded)
     assert int(answer.split(b" ", 2)[1]) == 400, answer[:300]
     assert b"x-injected" not in header_names(answer)
     requests.delete(server.url + location, headers={**AUTH, "Tus-Resumable": "1.0.0"}, timeout=30)

@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 import requests
 from flask.testing import FlaskClient
 
 from tests.conftest import LiveServer, start_server
-
-
-def raw(url: str, request: bytes) -> bytes:
-    """Send bytes as they are; the whole answer."""
-    parts = urlsplit(url)
-    with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
-        sock.sendall(request)
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks)
+from tests.wire import raw
 
 
 @pytest.fixture(scope="module")

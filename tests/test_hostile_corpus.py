@@ -13,11 +13,10 @@ import base64
 import io
 import json
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote, unquote_to_bytes, urlsplit
+from urllib.parse import quote, unquote, unquote_to_bytes
 
 import pytest
 from flask import Flask
@@ -36,6 +35,7 @@ from tests.hostile import (
     REDUCED_FILENAMES,
     SENTINEL,
 )
+from tests.wire import raw, status_of
 
 EVIL = b'{"secret": "evil"}'
 MERGE = "application/merge-patch+json"
@@ -362,26 +362,11 @@ def test_symlinks_out_of_the_store_by_every_other_way_in(
 # -- over the wire ---------------------------------------------------------------------------
 
 
-def raw(url: str, request: bytes) -> bytes:
-    """Send bytes as they are (no client touches the path); the whole answer."""
-    parts = urlsplit(url)
-    with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
-        sock.sendall(request)
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def wire(url: str, method: str, target: str, body: bytes = b"", content_type: str = "") -> bytes:
     head = f"{method} {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
     if content_type:
         head += f"Content-Type: {content_type}\r\n"
     return raw(url, (head + f"Content-Length: {len(body)}\r\n\r\n").encode() + body)
-
-
-def status_of(response: bytes) -> int:
-    return int(response.split(b" ", 2)[1])
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import pytest
 
 from tests.conftest import SRC, LiveServer, start_server
 from tests.hostile import HOSTILE_URL_PATHS, SENTINEL
+from tests.wire import raw_get
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -23,17 +24,6 @@ def curl(*args: str, cwd: Path | None = None) -> str:
     return subprocess.run(
         ["curl", "-sS", *args], check=True, capture_output=True, text=True, cwd=cwd, timeout=60
     ).stdout
-
-
-def raw_get(url: str, path: str) -> bytes:
-    """Send a request line exactly as written: no client normalises the path."""
-    parts = urlsplit(url)
-    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def test_original_curl_commands(live_server: LiveServer, store_dir: Path, tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ import requests
 
 from tests.conftest import LiveServer, start_server
 from tests.hostile import HOSTILE_URL_PATHS, SENTINEL
+from tests.wire import raw, status_of
 
 API = "/api/v1"
 
@@ -28,21 +29,6 @@ def curl(*args: str, cwd: Path | None = None) -> str:
     return subprocess.run(
         ["curl", "-sS", *args], check=True, capture_output=True, text=True, cwd=cwd, timeout=60
     ).stdout
-
-
-def raw(url: str, request: bytes) -> bytes:
-    """Send bytes exactly as written and read the whole answer."""
-    parts = urlsplit(url)
-    with socket.create_connection((parts.hostname, parts.port), timeout=20) as sock:
-        sock.sendall(request)
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def status_of(response: bytes) -> int:
-    return int(response.split(b" ", 2)[1])
 
 
 def leftovers(store_dir: Path) -> tuple[list[str], list[str]]:
