@@ -201,6 +201,8 @@ def _request_key(rule: Rule) -> str | None:
     value = (request.view_args or {}).get(rule.key_argument)
     if not isinstance(value, str):
         return None
+    if rule.key_argument == "key":
+        return value  # app.check_key_argument validated it before any before_request hook
     try:
         return check_key(value)
     except InvalidKey:
