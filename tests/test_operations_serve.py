@@ -98,7 +98,9 @@ def test_request_ids_in_every_log_line(store_dir: Path) -> None:
 def test_metrics_add_up_over_workers(store_dir: Path, tmp_path: Path) -> None:
     temp = tmp_path / "temp"
     temp.mkdir()
-    server = start_server("--store", str(store_dir), "--port", "0", env={"TMPDIR": str(temp)})
+    server = start_server(
+        "--store", str(store_dir), "--port", "0", "--workers", "2", env={"TMPDIR": str(temp)}
+    )
     try:
         [metrics_dir] = temp.glob("filedock-metrics-*")
         assert oct(metrics_dir.stat().st_mode & 0o777) == "0o700"
