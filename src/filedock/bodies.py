@@ -7,6 +7,12 @@ from __future__ import annotations
 
 from typing import IO, BinaryIO
 
+from gunicorn.http.errors import ParseException
+
+# What reading a body raises when the client breaks it: gunicorn's NoMoreData (an OSError) when
+# it ends early, its ParseException for a malformed chunk, a reset connection.
+BODY_ERRORS = (OSError, ValueError, ParseException)
+
 # The largest read asked of the WSGI server at once: its body readers build each answer in a
 # buffer and copy it, so big reads cost several times their size in transient memory.
 READ_BYTES = 256 << 10
@@ -34,7 +40,7 @@ class BodyReader:
             size = min(size, left)
         try:
             data = self._stream.read(size)
-        except (OSError, ValueError) as exc:  # gunicorn's NoMoreData, a broken chunk, a reset
+        except BODY_ERRORS as exc:
             raise IncompleteBody(f"the request body could not be read: {exc}") from None
         self._received += len(data)
         if not data and self._length is not None:

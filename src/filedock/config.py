@@ -43,6 +43,7 @@ class Settings:
     port: int = 5000
     workers: int = field(default_factory=lambda: default_workers())
     threads: int = 16
+    client_timeout: int = 60  # seconds a client may stall mid-request before it is dropped
     max_upload_bytes: int = 10 << 30
     max_json_bytes: int = 16 << 20
     cors_origins: tuple[str, ...] = ("*",)
@@ -52,6 +53,11 @@ class Settings:
     tokens: tuple[Token, ...] = ()
     secret_key: str = ""
     config_file: str = field(default="", metadata={"env": False})
+
+    def __post_init__(self) -> None:
+        for name in ("workers", "threads", "client_timeout"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
 
     @classmethod
     def load(

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
+from gunicorn.http.errors import NoMoreData, ParseException
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
@@ -78,6 +79,9 @@ PROBLEMS: dict[type[Exception], tuple[int, str]] = {
     MalformedDigest: (400, "bad-request"),
     MalformedMultipart: (400, "bad-request"),
     IncompleteBody: (400, "bad-request"),
+    # a body read straight from the server's stream: a malformed chunk, or it ended early
+    ParseException: (400, "bad-request"),
+    NoMoreData: (400, "bad-request"),
     ObjectNotFound: (404, "not-found"),
     AlreadyExists: (412, "precondition-failed"),
     PreconditionFailed: (412, "precondition-failed"),

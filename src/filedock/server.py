@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import errno
+import html
 import ipaddress
+import json
 import os
 import queue
+import re
 import shutil
 import signal
+import socket
 import sys
 import tempfile
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from typing import Any
 
+from gunicorn import util
 from gunicorn.app.base import BaseApplication
+from gunicorn.workers.gthread import ThreadWorker
 from prometheus_client import multiprocess
 
 from .app import create_app
@@ -74,7 +82,7 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         "child_exit": forget_worker_metrics,
         "bind": [f"{host}:{settings.port}"],
         "workers": settings.workers,
-        "worker_class": "gthread",
+        "worker_class": f"{__name__}.Worker",
         "threads": settings.threads,
         "timeout": WORKER_TIMEOUT_SECONDS,
         "graceful_timeout": GRACEFUL_TIMEOUT_SECONDS,
@@ -126,6 +134,120 @@ def exit_if_stopped_while_booting(worker: Any) -> None:
             pending.append(arbiter.SIG_QUEUE.get_nowait())
     if STOP_SIGNALS.intersection(pending):
         worker.alive = False
+
+
+# gunicorn's own error page, for a request it refuses before the app sees it.
+_STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3}) ")
+_MESSAGE = re.compile(rb"</h1>\s*(.*?)\s*</body>", re.DOTALL)
+# The problem code of each status gunicorn answers with itself.
+GUNICORN_CODES = {403: "forbidden", 414: "too-large", 431: "too-large", 500: "internal"}
+
+
+class _Capture:
+    """The client socket, but what is written to it is kept instead of sent."""
+
+    def __init__(self, sock: Any) -> None:
+        self.sock, self.data = sock, b""
+
+    def gettimeout(self) -> float:
+        return 0.0  # already non-blocking: gunicorn writes straight to sendall()
+
+    def sendall(self, data: bytes) -> None:
+        self.data += data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sock, name)
+
+
+def problem_page(page: bytes) -> bytes:
+    """gunicorn's HTML error response, as the application/problem+json the API promises."""
+    status_line = _STATUS_LINE.match(page)
+    status = int(status_line.group(1)) if status_line else 400
+    message = _MESSAGE.search(page)
+    detail = html.unescape(message.group(1).decode("latin-1")) if message else ""
+    title = page.split(b"\r\n", 1)[0].split(b" ", 2)[-1].decode("latin-1")
+    problem: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
+    if detail:
+        problem["detail"] = detail
+    problem["code"] = GUNICORN_CODES.get(status, "bad-request")
+    body = json.dumps(problem).encode()
+    head = (
+        f"HTTP/1.1 {status} {title}\r\nConnection: close\r\n"
+        f"Content-Type: application/problem+json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode("latin-1") + body
+
+
+class GuardedSocket(socket.socket):
+    """A client connection that may not stall. In blocking mode (gunicorn's threads read and
+    write that way) each read, and each write of a chunk, waits at most `seconds` for the
+    client, then fails as a reset connection: what gunicorn and the app already do for a client
+    that left (the request ends, a partial upload is removed, the thread is free again)."""
+
+    __slots__ = ()
+    seconds: float = 60.0
+
+    def setblocking(self, flag: bool) -> None:
+        """Blocking means: with the stall timeout."""
+        if flag:
+            self.settimeout(self.seconds)
+        else:
+            super().setblocking(False)
+
+    def recv(self, *args: Any) -> bytes:
+        with self._stalls():
+            return super().recv(*args)
+
+    def recv_into(self, *args: Any) -> int:
+        with self._stalls():
+            return super().recv_into(*args)
+
+    def sendall(self, *args: Any) -> None:
+        with self._stalls():
+            super().sendall(*args)
+
+    def sendfile(self, *args: Any, **kwargs: Any) -> int:
+        with self._stalls():
+            return super().sendfile(*args, **kwargs)
+
+    @contextmanager
+    def _stalls(self) -> Iterator[None]:
+        try:
+            yield
+        except TimeoutError:
+            detail = f"the client stalled for over {self.seconds:g} s"
+            raise ConnectionResetError(errno.ECONNRESET, detail) from None
+
+
+class Worker(ThreadWorker):  # type: ignore[misc]
+    """gunicorn's threaded worker, with two changes.
+
+    - A client may not hold a thread by stalling: gunicorn only bounds the wait for a new
+      connection's first bytes; here every read and write of a request is bounded by
+      `client_timeout` (GuardedSocket). Without it, `threads` clients that send half a request,
+      or never read a download, leave the worker unable to answer anyone.
+    - The requests gunicorn refuses itself (a malformed request line or header, a line over
+      the limit) are answered in problem+json like the rest of the API, not in HTML. gunicorn
+      still decides the status, logs and counts the request."""
+
+    def init_process(self) -> None:
+        """Take the stall timeout from filedock's settings, then run."""
+        GuardedSocket.seconds = self.app.settings.client_timeout
+        super().init_process()
+
+    def handle(self, conn: Any) -> Any:
+        """Serve a connection through a GuardedSocket."""
+        if type(conn.sock) is socket.socket:
+            conn.sock.__class__ = GuardedSocket
+        return super().handle(conn)
+
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        """Let gunicorn write its page to a capture, then send it as a problem."""
+        capture = _Capture(client)
+        super().handle_error(req, capture, addr, exc)
+        if capture.data:
+            with suppress(OSError):
+                util.write_nonblock(client, problem_page(capture.data))
 
 
 class Server(BaseApplication):  # type: ignore[misc]

@@ -8,6 +8,7 @@ from flask import Blueprint, Response, jsonify, request
 from werkzeug.http import parse_options_header
 
 from .. import access
+from ..bodies import IncompleteBody, body_reader
 from ..context import get_settings, get_storage
 from ..jsondocs import Document, InvalidJson, get_document
 from ..multipart import MalformedMultipart, client_basename, stage_form
@@ -69,9 +70,13 @@ def upload_files() -> Any:
     boundary = options["boundary"].encode("latin-1", "replace")
     try:
         form = stage_form(
-            storage, request.stream, boundary, "FILES_LIST", settings.max_upload_bytes
+            storage,
+            body_reader(request.stream, request.content_length),
+            boundary,
+            "FILES_LIST",
+            settings.max_upload_bytes,
         )
-    except MalformedMultipart as exc:
+    except (MalformedMultipart, IncompleteBody) as exc:
         return compat_error(400, str(exc))
     except TooLarge as exc:
         return compat_error(413, str(exc))

@@ -1,0 +1,110 @@
+"""Clients that stall cannot take the server's threads: each read and write of a request is
+bounded by `client_timeout`. One worker with two threads, so two stalled clients would
+otherwise leave nobody to answer."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+
+from tests.conftest import LiveServer, start_server
+from tests.wire import status_of
+
+TIMEOUT = 2  # client_timeout of the server under test, in seconds
+
+
+@pytest.fixture
+def server(store_dir: Path) -> Iterator[LiveServer]:
+    live = start_server(
+        "--store", str(store_dir), "--port", "0", "--workers", "1",
+        env={"FILEDOCK_THREADS": "2", "FILEDOCK_CLIENT_TIMEOUT": str(TIMEOUT)},
+    )  # fmt: skip
+    yield live
+    assert live.stop() == 0
+
+
+def connect(live: LiveServer, first_bytes: bytes) -> socket.socket:
+    parts = urlsplit(live.url)
+    sock = socket.create_connection((parts.hostname, parts.port), timeout=30)
+    sock.sendall(first_bytes)
+    return sock
+
+
+def answer_of(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    sock.close()
+    return b"".join(chunks)
+
+
+def healthz_seconds(live: LiveServer) -> float:
+    started = time.monotonic()
+    response = requests.get(live.url + "/healthz", timeout=TIMEOUT * 5)
+    assert response.status_code == 200
+    return time.monotonic() - started
+
+
+def test_stalled_uploads_are_dropped_and_store_nothing(server: LiveServer, store_dir: Path) -> None:
+    stalled = [
+        connect(
+            server,
+            b"PUT /api/v1/files/half%d.bin HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Length: 1000\r\n\r\nthe first bytes" % i,
+        )  # fmt: skip
+        for i in range(2)
+    ]
+    time.sleep(0.5)  # both threads are now waiting for the rest of a body
+    assert healthz_seconds(server) < TIMEOUT * 3
+    for sock in stalled:
+        answer = answer_of(sock)
+        assert status_of(answer) == 400, answer[:300]
+        assert b"stalled" in answer
+    assert not list(store_dir.glob("half*"))
+    assert not [p for p in (store_dir / ".filedock").rglob("*.part")]
+
+
+def test_stalled_request_headers_are_dropped(server: LiveServer) -> None:
+    stalled = [connect(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ") for _ in range(2)]
+    time.sleep(0.5)
+    assert healthz_seconds(server) < TIMEOUT * 3
+    for sock in stalled:
+        assert answer_of(sock) == b""  # closed: there was no request to answer
+
+
+def test_a_client_that_never_reads_its_download_is_dropped(
+    server: LiveServer, store_dir: Path
+) -> None:
+    (store_dir / "big.bin").write_bytes(b"\0" * (64 << 20))  # far more than socket buffers
+    stalled = [connect(server, b"GET /api/v1/files/big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+               for _ in range(2)]  # fmt: skip
+    time.sleep(0.5)
+    assert healthz_seconds(server) < TIMEOUT * 3
+    for sock in stalled:
+        sock.settimeout(10)
+        received = len(answer_of(sock))  # the connection ends short of the whole file
+        assert 0 < received < 64 << 20
+
+
+def test_a_slow_but_steady_upload_is_not_dropped(server: LiveServer, store_dir: Path) -> None:
+    body = b"0123456789"
+    sock = connect(server, b"PUT /api/v1/files/slow.bin HTTP/1.1\r\nHost: x\r\n"
+                           b"Content-Length: 10\r\nConnection: close\r\n\r\n")  # fmt: skip
+    for byte in body:  # 10 bytes over 5 s: longer than the timeout, never stalled for it
+        time.sleep(0.5)
+        sock.sendall(bytes([byte]))
+    assert status_of(answer_of(sock)) == 201
+    assert (store_dir / "slow.bin").read_bytes() == body
+
+
+def test_client_timeout_must_be_positive(store_dir: Path) -> None:
+    with pytest.raises(RuntimeError, match="client_timeout must be at least 1"):
+        start_server("--store", str(store_dir), "--port", "0",
+                     env={"FILEDOCK_CLIENT_TIMEOUT": "0"})  # fmt: skip
