@@ -8,7 +8,8 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,6 +76,14 @@ class LiveServer:
             if self.process.stdout is not None:
                 self.process.stdout.close()
         return code
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 15) -> None:
+    """Poll until condition() holds (server output arrives through a reader thread)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
 
 
 def start_server(

@@ -7,26 +7,16 @@ import os
 import re
 import signal
 import subprocess
-import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import LiveServer, start_server
+from tests.conftest import LiveServer, start_server, wait_for
 
 ACCESS_LINE = re.compile(r'"(?P<request>[A-Z]+ \S+) HTTP/1\.1" (?P<status>\d{3}) .* '
                          r"request_id=(?P<id>\S+) worker=<(?P<pid>\d+)>$")  # fmt: skip
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 15) -> None:
-    """Poll until condition() holds (server output arrives through a reader thread)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def access_lines(server: LiveServer) -> list[re.Match[str]]:

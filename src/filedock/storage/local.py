@@ -10,7 +10,10 @@ import json
 import mimetypes
 import os
 import stat as statmod
+import threading
+import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
@@ -35,6 +38,12 @@ from .base import (
 )
 
 KNOWN_ENTRIES = 100_000  # descriptions remembered per process (a few hundred bytes each)
+# Staging files left by a writer that died (kill -9, a crash, power loss) are removed when a
+# process opens the store and then at most this often by each process that stages data.
+SWEEP_EVERY_SECONDS = 600
+# A staging file without an owner record is left alone this long: its owner may be between
+# creating its record and the listing that missed it.
+ORPHAN_AGE_SECONDS = 600
 
 
 def _stamp(st: os.stat_result) -> tuple[int, int, int, int]:
@@ -88,9 +97,14 @@ class LocalStorage:
         self.root = os.path.realpath(root)
         self._state = os.path.join(self.root, RESERVED_PREFIX)
         self._staging = os.path.join(self._state, "staging")
-        for name in ("staging", "meta", "locks", "state"):
+        self._owners = os.path.join(self._state, "owners")
+        for name in ("staging", "meta", "locks", "state", "owners"):
             os.makedirs(os.path.join(self._state, name), exist_ok=True)
         self._known: dict[str, tuple[tuple[int, int, int, int], ObjectInfo]] = {}
+        self._owner: tuple[int, str, int] | None = None  # (pid, owner id, its locked fd)
+        self._owner_lock = threading.Lock()
+        self._swept = 0.0
+        self.sweep_staging()
 
     # -- paths -------------------------------------------------------------------------------
 
@@ -220,7 +234,7 @@ class LocalStorage:
 
     def stage(self, data: BinaryIO, max_bytes: int | None = None) -> Staged:
         """Copy data to a new staging file in one hashing pass, then fsync it."""
-        staging_id = uuid.uuid4().hex
+        staging_id = self._new_staging_id()
         path = self._staging_path(staging_id)
         try:
             with _enospc(), open(path, "xb") as f:
@@ -232,6 +246,82 @@ class LocalStorage:
                 os.unlink(path)
             raise
         return Staged(id=staging_id, size=size, sha256=sha256)
+
+    # -- staging files and their owners ------------------------------------------------------
+    #
+    # Each process that stages data holds an flock on a record of its own under owners/ for as
+    # long as it lives, and names its staging files after it. The kernel drops the lock when
+    # the process dies, however it dies: a record that can be locked belongs to nobody, and its
+    # staging files are garbage. Nothing depends on clocks or on process ids, so several
+    # servers (and containers) on one store never remove each other's uploads in progress.
+
+    def _new_staging_id(self) -> str:
+        if time.monotonic() - self._swept > SWEEP_EVERY_SECONDS:
+            self.sweep_staging()
+        return f"{self._owner_id()}-{uuid.uuid4().hex}"
+
+    def _owner_id(self) -> str:
+        with self._owner_lock:
+            if self._owner is None or self._owner[0] != os.getpid():  # none yet, or forked
+                owner = uuid.uuid4().hex
+                tmp = os.path.join(self._owners, owner + ".tmp")
+                fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                os.rename(tmp, os.path.join(self._owners, owner + ".lock"))  # visible locked
+                self._owner = (os.getpid(), owner, fd)
+                weakref.finalize(self, os.close, fd)
+            return self._owner[1]
+
+    def sweep_staging(self) -> list[str]:
+        """Remove the staging files whose writer is gone; the names removed."""
+        self._swept = time.monotonic()
+        try:
+            parts = [n for n in os.listdir(self._staging) if n.endswith(".part")]
+            records = os.listdir(self._owners)
+        except FileNotFoundError:
+            return []
+        alive: set[str] = set()
+        dead: dict[str, int] = {}
+        for record in records:
+            owner, _, suffix = record.partition(".")
+            if suffix != "lock":
+                continue
+            try:
+                fd = os.open(os.path.join(self._owners, record), os.O_RDWR | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                alive.add(owner)
+                os.close(fd)
+                continue
+            dead[owner] = fd  # locked by us until its files are gone
+        removed = []
+        now = time.time()
+        for name in parts:
+            owner = name.split("-", 1)[0] if "-" in name else ""
+            if owner in alive:
+                continue
+            path = os.path.join(self._staging, name)
+            if owner not in dead:
+                with suppress(FileNotFoundError):
+                    if now - os.stat(path).st_mtime < ORPHAN_AGE_SECONDS:
+                        continue
+            with suppress(FileNotFoundError):
+                os.unlink(path)
+                removed.append(name)
+        for owner, fd in dead.items():
+            with suppress(FileNotFoundError):
+                os.unlink(os.path.join(self._owners, owner + ".lock"))
+            os.close(fd)
+        for record in records:  # an owner that died between creating and naming its record
+            if record.endswith(".tmp"):
+                path = os.path.join(self._owners, record)
+                with suppress(FileNotFoundError):
+                    if now - os.stat(path).st_mtime >= ORPHAN_AGE_SECONDS:
+                        os.unlink(path)
+        return removed
 
     def _staging_path(self, staging_id: str) -> str:
         if not staging_id or not all(c in "0123456789abcdef-_" for c in staging_id):
@@ -491,7 +581,7 @@ class LocalStorage:
         """Hard-link the staging file into the staging folder, where commit() renames it from;
         the upload's own file stays until delete_staging()."""
         source = self._upload_path(staging_id)
-        link_id = uuid.uuid4().hex
+        link_id = self._new_staging_id()
         try:
             os.link(source, self._staging_path(link_id))
         except FileNotFoundError:
