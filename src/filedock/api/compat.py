@@ -61,6 +61,12 @@ def labels_mapping_body(document: Document) -> bytes:
 @access.deferred("write")
 def upload_files() -> Any:
     """Store each file of FILES_LIST at the root as FILE_NAME + its name without spaces."""
+    with get_storage().batch():  # the files are made durable together, before the answer
+        return store_files_list()
+
+
+def store_files_list() -> Any:
+    """upload_files() inside its storage batch."""
     settings, storage = get_settings(), get_storage()
     mimetype, options = parse_options_header(request.headers.get("Content-Type", ""))
     if mimetype != "multipart/form-data" or not options.get("boundary"):

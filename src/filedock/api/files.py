@@ -369,14 +369,15 @@ def post_files() -> Response:
     digest = DigestCheck.from_header(request.headers.get("Content-Digest"), False)
     body = digest.wrap(body_reader(request.stream, request.content_length))
     boundary = options["boundary"].encode("latin-1", "replace")
-    form = stage_form(storage, body, boundary, FILE_FIELD, settings.max_upload_bytes)
-    try:
-        digest.verify()
-        if not form.files:
-            raise BadRequest(f"the form has no files in the field {FILE_FIELD!r}")
-        saved, failed = commit_form(storage, form)
-    finally:
-        form.discard(storage)
+    with storage.batch():  # the files are made durable together, before the answer
+        form = stage_form(storage, body, boundary, FILE_FIELD, settings.max_upload_bytes)
+        try:
+            digest.verify()
+            if not form.files:
+                raise BadRequest(f"the form has no files in the field {FILE_FIELD!r}")
+            saved, failed = commit_form(storage, form)
+        finally:
+            form.discard(storage)
     status = 201 if not failed else 207 if saved else int(failed[0]["status"])
     response = jsonify({"saved": [metadata_json(i) for i in saved], "errors": failed})
     response.status_code = status

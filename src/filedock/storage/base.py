@@ -124,6 +124,12 @@ class Storage(Protocol):
         """Drop staged data that will not be committed."""
         ...
 
+    def batch(self) -> AbstractContextManager[None]:
+        """Group the stage() and commit() calls of one request made inside it (a form of many
+        files): the store may make them durable together rather than one by one, but every
+        commit is durable when the block ends, before the request is answered."""
+        ...
+
     def delete(self, key: Key, if_match: str | None = None) -> None:
         """Remove the object at key."""
         ...

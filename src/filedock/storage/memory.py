@@ -83,6 +83,11 @@ class MemoryStorage:
         with self._lock:
             self._staged.pop(staged.id, None)
 
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Nothing to group in memory."""
+        yield
+
     def commit(
         self,
         key: Key,
