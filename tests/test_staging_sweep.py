@@ -73,8 +73,8 @@ def test_a_killed_writer_leaves_no_staging_file_and_spares_live_ones(store_dir: 
     finally:
         alive.close()
         dying.close()
-        assert keeps.stop() == 0
-        assert dies.stop() == 0
+        codes = [keeps.stop(), dies.stop()]
+    assert codes == [0, 0]
 
 
 def test_old_staging_files_of_no_known_writer_are_removed_at_start(store_dir: Path) -> None:
