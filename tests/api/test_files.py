@@ -218,7 +218,19 @@ def test_list_pages_with_a_cursor(client: FlaskClient, store_dir: Path) -> None:
     assert len(client.get(f"{API}/files?limit=1000").json["items"]) == 105
 
 
-@pytest.mark.parametrize("query", ["limit=0", "limit=1001", "limit=x", "limit=-1", "cursor=%25%25"])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "limit=0",
+        "limit=1001",
+        "limit=x",
+        "limit=-1",
+        "limit=",
+        "limit=%C2%B2",  # superscript two: str.isdigit() says yes, int() says no
+        "limit=%D9%A1",  # Arabic-Indic one: a Unicode digit, not a decimal integer
+        "cursor=%25%25",
+    ],
+)
 def test_list_rejects_bad_parameters(client: FlaskClient, query: str) -> None:
     response = client.get(f"{API}/files?{query}")
     assert response.status_code == 400
