@@ -407,6 +407,26 @@ def test_active_content_is_always_an_attachment(
     assert response.headers["Content-Security-Policy"] == "sandbox"
 
 
+@pytest.mark.parametrize(
+    "declared",
+    [
+        "text/plain, text/html",  # browsers take the last valid type of a list: HTML
+        "application/octet-stream,image/svg+xml",
+        "text/html\x7f",
+        "text/plain\x01",
+        "text/" + "x" * 200,
+    ],
+)
+def test_a_content_type_that_is_not_one_media_type_is_not_kept(
+    client: FlaskClient, declared: str
+) -> None:
+    body = b"<script>alert(1)</script>"
+    stored = put(client, "note.txt", body, headers={"Content-Type": declared})
+    assert stored.json["content_type"] == "text/plain"  # guessed from the name instead
+    response = client.get(f"{API}/files/note.txt")
+    assert response.headers["Content-Type"] == "text/plain"
+
+
 def test_plain_content_is_inline_unless_asked(client: FlaskClient) -> None:
     put(client, 'dir/Grüße "x".png', b"\x89PNG")
     url = f'{API}/files/dir/Grüße "x".png'

@@ -26,6 +26,7 @@ from ..downloads import content_disposition, must_download
 from ..errors import ApiError, BadRequest, lookup
 from ..multipart import StagedForm, client_basename, stage_form
 from ..openapi import PATH_PARAMETER, header, header_parameter, problem_responses
+from ..resumable import MEDIA_TYPE
 from ..storage import (
     AlreadyExists,
     InvalidKey,
@@ -118,7 +119,9 @@ def request_content_type() -> str:
 def media_type(header: str) -> str:
     """type/subtype (plus a charset) of a Content-Type value, or "" when it has none."""
     mimetype, options = parse_options_header(header)
-    if "/" not in mimetype or len(mimetype) > 127:
+    # One type/subtype (as tus's filetype is checked): a list ("text/plain, text/html") is
+    # read by browsers as its last valid type, and control characters make no media type.
+    if not MEDIA_TYPE.fullmatch(mimetype):
         return ""
     charset = options.get("charset", "")
     if charset and charset.replace("-", "").replace("_", "").isalnum() and len(charset) < 40:
