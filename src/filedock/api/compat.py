@@ -21,6 +21,7 @@ from ..storage import (
     check_key,
     check_segment,
 )
+from .files import media_type
 
 bp = Blueprint("compat", __name__)
 
@@ -102,7 +103,7 @@ def upload_files() -> Any:
         for item, name in zip(form.files, names, strict=True):
             try:
                 key = check_key(name)
-                storage.commit(key, item.staged, item.content_type)
+                storage.commit(key, item.staged, media_type(item.content_type))
             except StorageError:
                 error_files += "," + item.filename
                 continue
