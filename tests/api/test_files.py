@@ -479,6 +479,21 @@ def test_delete_conditions(client: FlaskClient, store_dir: Path) -> None:
     assert client.delete(url, headers={"If-None-Match": "*"}).status_code == 404
 
 
+def test_if_match_on_writes_compares_strongly(client: FlaskClient, store_dir: Path) -> None:
+    # RFC 9110 13.1.1: a weak tag never matches If-Match, as on GET
+    put(client, "s.txt", b"s")
+    url = f"{API}/files/s.txt"
+    weak = {"If-Match": f"W/{etag(b's')}"}
+    assert client.get(url, headers=weak).status_code == 412
+    refused = client.put(url, data=b"t", headers=weak)
+    assert (refused.status_code, refused.json["code"]) == (412, "precondition-failed")
+    assert client.delete(url, headers=weak).status_code == 412
+    assert (store_dir / "s.txt").read_bytes() == b"s"
+    listed = {"If-Match": f'W/"x", {etag(b"s")}'}
+    assert client.put(url, data=b"t", headers=listed).status_code == 200
+    assert client.delete(url, headers={"If-Match": f'"x", {etag(b"t")}'}).status_code == 204
+
+
 # -- Content-Digest ------------------------------------------------------------------------------
 
 
