@@ -245,6 +245,20 @@ def test_list_rejects_prefixes_no_path_can_have(client: FlaskClient, prefix: str
     assert "sentinel" not in response.get_data(as_text=True)
 
 
+def test_list_prefix_may_end_in_part_of_a_dot_name(client: FlaskClient) -> None:
+    for path in ("a/.hidden", "a/..x", ".x", "..y", "a/b"):
+        assert put(client, path, b"1").status_code == 201
+    for prefix, paths in [
+        ("a/.", ["a/..x", "a/.hidden"]),
+        ("a/..", ["a/..x"]),
+        (".", ["..y", ".x"]),
+        ("..", ["..y"]),
+    ]:
+        response = client.get(f"{API}/files", query_string={"prefix": prefix})
+        assert response.status_code == 200, (prefix, response.json)
+        assert [i["path"] for i in response.json["items"]] == paths
+
+
 # -- GET / HEAD ----------------------------------------------------------------------------------
 
 

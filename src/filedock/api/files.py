@@ -90,7 +90,7 @@ def check_prefix(prefix: str) -> str:
     *folders, last = prefix.split("/")
     for segment in folders:
         check_segment(segment)
-    if last:
+    if last not in ("", ".", ".."):  # a partial "." or ".." may still begin ".x" or "..y"
         check_segment(last)
     return prefix
 
