@@ -107,8 +107,15 @@ def parse_limit(value: str | None) -> int:
 
 def visible_items(storage: Storage, prefix: str, after: str) -> Iterator[ObjectInfo]:
     """The objects a listing shows, in path order: the one place to filter what a caller
-    may see: only what the caller's token may read."""
-    return (info for info in storage.list(prefix, after) if access.allowed("read", info.key))
+    may see: only what the caller's token may read, under a name that is a valid path
+    (files put in a local store by hand may have names no request can address)."""
+    for info in storage.list(prefix, after):
+        try:
+            check_key(info.key)
+        except InvalidKey:
+            continue
+        if access.allowed("read", info.key):
+            yield info
 
 
 def request_content_type() -> str:
