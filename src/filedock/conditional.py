@@ -182,6 +182,13 @@ def write_conditions(
     `current` is the object as it was just seen (None if absent); it is needed only for an
     If-None-Match that lists tags: the write then proceeds only while the object is still
     the one seen, so the check and the write are one atomic step."""
+    if if_match is not None:
+        # If-Match compares strongly (RFC 9110 13.1.1): a W/ tag never matches, so only the
+        # strong tags go on to the store's compare-and-swap.
+        strong = [tag for tag in parse_etags(if_match) if not tag.startswith("W/")]
+        if not strong:
+            raise PreconditionFailed("If-Match lists no strong ETag, so nothing can match it")
+        if_match = ", ".join(strong)
     if if_none_match is None:
         return WriteConditions(if_match=if_match)
     tags = parse_etags(if_none_match)

@@ -135,6 +135,29 @@ def test_fields_may_come_before_or_after_the_files(client: FlaskClient, store_di
     assert (store_dir / "pre_f.txt").read_bytes() == b"first"
 
 
+@pytest.mark.parametrize(
+    ("declared", "kept"),
+    [
+        ("image/png", "image/png"),
+        ("text/plain, text/html", "text/plain"),  # a list: guessed from the name instead
+        ("text/plain\x01", "text/plain"),
+    ],
+)
+def test_a_files_content_type_is_kept_only_when_it_is_one_media_type(
+    client: FlaskClient, declared: str, kept: str
+) -> None:
+    body = (
+        '--bb\r\nContent-Disposition: form-data; name="FILES_LIST"; filename="n.txt"\r\n'
+        f"Content-Type: {declared}\r\n\r\n<script>alert(1)</script>\r\n--bb--\r\n"
+    )
+    response = client.post(
+        "/uploadFiles", data=body, content_type="multipart/form-data; boundary=bb"
+    )
+    assert response.json["SAVED_FILES"] == ["n.txt"]
+    assert client.get("/api/v1/meta/n.txt").json["content_type"] == kept
+    assert client.head("/api/v1/files/n.txt").headers["Content-Type"] == kept
+
+
 def test_bad_names_are_listed_as_errors(client: FlaskClient, store_dir: Path) -> None:
     response = upload(client, [(b"ok", "good.txt"), (b"bad", "..")], prefix=None)
     assert response.status_code == 200

@@ -218,7 +218,38 @@ def test_list_pages_with_a_cursor(client: FlaskClient, store_dir: Path) -> None:
     assert len(client.get(f"{API}/files?limit=1000").json["items"]) == 105
 
 
-@pytest.mark.parametrize("query", ["limit=0", "limit=1001", "limit=x", "limit=-1", "cursor=%25%25"])
+def test_list_leaves_out_files_whose_names_are_not_paths(
+    client: FlaskClient, store_dir: Path
+) -> None:
+    # Files put in the folder by hand under names section 1 refuses cannot be addressed;
+    # listed, they were dead entries, and a cursor after a non-UTF-8 one was refused.
+    for name in (b"a", b"b\\slash", b"c\x01ctl", b"d\xffname", b"e"):
+        with open(os.path.join(os.fsencode(store_dir), name), "wb") as f:
+            f.write(b"x")
+    assert [i["path"] for i in client.get(f"{API}/files").json["items"]] == ["a", "e"]
+    seen, query = [], "?limit=1"
+    while query:
+        page = client.get(f"{API}/files{query}")
+        assert page.status_code == 200, page.json
+        seen += [i["path"] for i in page.json["items"]]
+        cursor = page.json["next_cursor"]
+        query = f"?limit=1&cursor={cursor}" if cursor else ""
+    assert seen == ["a", "e"]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "limit=0",
+        "limit=1001",
+        "limit=x",
+        "limit=-1",
+        "limit=",
+        "limit=%C2%B2",  # superscript two: str.isdigit() says yes, int() says no
+        "limit=%D9%A1",  # Arabic-Indic one: a Unicode digit, not a decimal integer
+        "cursor=%25%25",
+    ],
+)
 def test_list_rejects_bad_parameters(client: FlaskClient, query: str) -> None:
     response = client.get(f"{API}/files?{query}")
     assert response.status_code == 400
@@ -231,6 +262,20 @@ def test_list_rejects_prefixes_no_path_can_have(client: FlaskClient, prefix: str
     assert response.status_code == 400
     assert response.json["code"] == "invalid-path"
     assert "sentinel" not in response.get_data(as_text=True)
+
+
+def test_list_prefix_may_end_in_part_of_a_dot_name(client: FlaskClient) -> None:
+    for path in ("a/.hidden", "a/..x", ".x", "..y", "a/b"):
+        assert put(client, path, b"1").status_code == 201
+    for prefix, paths in [
+        ("a/.", ["a/..x", "a/.hidden"]),
+        ("a/..", ["a/..x"]),
+        (".", ["..y", ".x"]),
+        ("..", ["..y"]),
+    ]:
+        response = client.get(f"{API}/files", query_string={"prefix": prefix})
+        assert response.status_code == 200, (prefix, response.json)
+        assert [i["path"] for i in response.json["items"]] == paths
 
 
 # -- GET / HEAD ----------------------------------------------------------------------------------
@@ -395,6 +440,26 @@ def test_active_content_is_always_an_attachment(
     assert response.headers["Content-Security-Policy"] == "sandbox"
 
 
+@pytest.mark.parametrize(
+    "declared",
+    [
+        "text/plain, text/html",  # browsers take the last valid type of a list: HTML
+        "application/octet-stream,image/svg+xml",
+        "text/html\x7f",
+        "text/plain\x01",
+        "text/" + "x" * 200,
+    ],
+)
+def test_a_content_type_that_is_not_one_media_type_is_not_kept(
+    client: FlaskClient, declared: str
+) -> None:
+    body = b"<script>alert(1)</script>"
+    stored = put(client, "note.txt", body, headers={"Content-Type": declared})
+    assert stored.json["content_type"] == "text/plain"  # guessed from the name instead
+    response = client.get(f"{API}/files/note.txt")
+    assert response.headers["Content-Type"] == "text/plain"
+
+
 def test_plain_content_is_inline_unless_asked(client: FlaskClient) -> None:
     put(client, 'dir/Grüße "x".png', b"\x89PNG")
     url = f'{API}/files/dir/Grüße "x".png'
@@ -445,6 +510,21 @@ def test_delete_conditions(client: FlaskClient, store_dir: Path) -> None:
     assert client.delete(url, headers={"If-Match": etag(b"d")}).status_code == 204
     assert client.delete(url, headers={"If-Match": etag(b"d")}).status_code == 412
     assert client.delete(url, headers={"If-None-Match": "*"}).status_code == 404
+
+
+def test_if_match_on_writes_compares_strongly(client: FlaskClient, store_dir: Path) -> None:
+    # RFC 9110 13.1.1: a weak tag never matches If-Match, as on GET
+    put(client, "s.txt", b"s")
+    url = f"{API}/files/s.txt"
+    weak = {"If-Match": f"W/{etag(b's')}"}
+    assert client.get(url, headers=weak).status_code == 412
+    refused = client.put(url, data=b"t", headers=weak)
+    assert (refused.status_code, refused.json["code"]) == (412, "precondition-failed")
+    assert client.delete(url, headers=weak).status_code == 412
+    assert (store_dir / "s.txt").read_bytes() == b"s"
+    listed = {"If-Match": f'W/"x", {etag(b"s")}'}
+    assert client.put(url, data=b"t", headers=listed).status_code == 200
+    assert client.delete(url, headers={"If-Match": f'"x", {etag(b"t")}'}).status_code == 204
 
 
 # -- Content-Digest ------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from ..storage import (
     check_key,
     check_segment,
 )
+from .files import media_type
 
 bp = Blueprint("compat", __name__)
 
@@ -108,7 +109,7 @@ def store_files_list() -> Any:
         for item, name in zip(form.files, names, strict=True):
             try:
                 key = check_key(name)
-                storage.commit(key, item.staged, item.content_type)
+                storage.commit(key, item.staged, media_type(item.content_type))
             except StorageError:
                 error_files += "," + item.filename
                 continue

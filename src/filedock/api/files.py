@@ -26,6 +26,7 @@ from ..downloads import content_disposition, must_download
 from ..errors import ApiError, BadRequest, lookup
 from ..multipart import StagedForm, client_basename, stage_form
 from ..openapi import PATH_PARAMETER, header, header_parameter, problem_responses
+from ..resumable import MEDIA_TYPE
 from ..storage import (
     AlreadyExists,
     InvalidKey,
@@ -89,7 +90,7 @@ def check_prefix(prefix: str) -> str:
     *folders, last = prefix.split("/")
     for segment in folders:
         check_segment(segment)
-    if last:
+    if last not in ("", ".", ".."):  # a partial "." or ".." may still begin ".x" or "..y"
         check_segment(last)
     return prefix
 
@@ -98,15 +99,23 @@ def parse_limit(value: str | None) -> int:
     """The page size: 1 to 1000, 100 by default."""
     if value is None:
         return DEFAULT_LIMIT
-    if not value.isdigit() or not 1 <= int(value) <= MAX_LIMIT:
+    # ASCII digits only: str.isdigit() also accepts "²" (int() then fails) and "١"
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_LIMIT:
         raise BadRequest(f"limit must be an integer from 1 to {MAX_LIMIT}, not {value!r}")
     return int(value)
 
 
 def visible_items(storage: Storage, prefix: str, after: str) -> Iterator[ObjectInfo]:
     """The objects a listing shows, in path order: the one place to filter what a caller
-    may see: only what the caller's token may read."""
-    return (info for info in storage.list(prefix, after) if access.allowed("read", info.key))
+    may see: only what the caller's token may read, under a name that is a valid path
+    (files put in a local store by hand may have names no request can address)."""
+    for info in storage.list(prefix, after):
+        try:
+            check_key(info.key)
+        except InvalidKey:
+            continue
+        if access.allowed("read", info.key):
+            yield info
 
 
 def request_content_type() -> str:
@@ -117,7 +126,9 @@ def request_content_type() -> str:
 def media_type(header: str) -> str:
     """type/subtype (plus a charset) of a Content-Type value, or "" when it has none."""
     mimetype, options = parse_options_header(header)
-    if "/" not in mimetype or len(mimetype) > 127:
+    # One type/subtype (as tus's filetype is checked): a list ("text/plain, text/html") is
+    # read by browsers as its last valid type, and control characters make no media type.
+    if not MEDIA_TYPE.fullmatch(mimetype):
         return ""
     charset = options.get("charset", "")
     if charset and charset.replace("-", "").replace("_", "").isalnum() and len(charset) < 40:
