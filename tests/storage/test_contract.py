@@ -98,6 +98,15 @@ def test_if_match_is_compare_and_swap(storage: Storage) -> None:
     storage.delete(Key("k"), if_match=second.etag)
 
 
+def test_if_match_compares_strongly(storage: Storage) -> None:
+    first = storage.write(Key("k"), io.BytesIO(b"1"), "")
+    with pytest.raises(PreconditionFailed):
+        put(storage, "k", b"2", if_match="W/" + first.etag)
+    with pytest.raises(PreconditionFailed):
+        storage.delete(Key("k"), if_match="W/" + first.etag)
+    put(storage, "k", b"2", if_match=f'"0", {first.etag}')
+
+
 def test_file_folder_conflicts(storage: Storage) -> None:
     put(storage, "a", b"file")
     with pytest.raises(Conflict):

@@ -650,9 +650,10 @@ class LocalStorage:
 
 
 def _etag_matches(header: str, info: ObjectInfo) -> bool:
-    """Does an If-Match value (a list of ETags, or *) match the object?"""
+    """Does an If-Match value (a list of ETags, or *) match the object? Strongly: a W/ tag
+    never matches (RFC 9110 13.1.1), whichever layer sends it."""
     tags = [t.strip() for t in header.split(",")]
-    return "*" in tags or info.etag in tags or f"W/{info.etag}" in tags
+    return "*" in tags or info.etag in tags
 
 
 def _copy(
