@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -93,3 +94,30 @@ def test_old_staging_files_of_no_known_writer_are_removed_at_start(store_dir: Pa
         assert put.status_code == 201
     finally:
         assert live.stop() == 0
+
+
+def test_a_read_only_store_with_leftovers_is_served(store_dir: Path, tmp_path: Path) -> None:
+    """An old store, mounted read-only: its leftovers cannot be swept, and need not be."""
+    (store_dir / "a.txt").write_text("hello")
+    state = store_dir / ".filedock"
+    for name in ("staging", "meta", "locks", "state"):
+        (state / name).mkdir(parents=True)
+    old = state / "staging" / "0123abcd.part"
+    old.write_bytes(b"left by a crash")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    mounted = tmp_path / "read-only"
+    mounted.mkdir()
+    subprocess.run(["mount", "--bind", str(store_dir), str(mounted)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(mounted)], check=True)
+        live = start_server("--store", str(mounted), "--port", "0", "--read-only")
+        try:
+            got = requests.get(live.url + "/api/v1/files/a.txt", timeout=10)
+            assert got.status_code == 200 and got.text == "hello"
+            put = requests.put(live.url + "/api/v1/files/b.txt", data=b"no", timeout=10)
+            assert put.status_code == 403 and put.json()["code"] == "read-only"
+        finally:
+            assert live.stop() == 0
+    finally:
+        subprocess.run(["umount", str(mounted)], check=True)
+    assert old.exists()

@@ -99,7 +99,7 @@ class LocalStorage:
         self._state = os.path.join(self.root, RESERVED_PREFIX)
         self._staging = os.path.join(self._state, "staging")
         self._owners = os.path.join(self._state, "owners")
-        for name in ("staging", "meta", "locks", "state", "owners"):
+        for name in ("staging", "meta", "locks", "state"):
             os.makedirs(os.path.join(self._state, name), exist_ok=True)
         self._known: dict[str, tuple[tuple[int, int, int, int], ObjectInfo]] = {}
         self._owner: tuple[int, str, int] | None = None  # (pid, owner id, its locked fd)
@@ -313,6 +313,7 @@ class LocalStorage:
         with self._owner_lock:
             if self._owner is None or self._owner[0] != os.getpid():  # none yet, or forked
                 owner = uuid.uuid4().hex
+                os.makedirs(self._owners, exist_ok=True)
                 tmp = os.path.join(self._owners, owner + ".tmp")
                 fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
                 fcntl.flock(fd, fcntl.LOCK_EX)
@@ -326,9 +327,12 @@ class LocalStorage:
         self._swept = time.monotonic()
         try:
             parts = [n for n in os.listdir(self._staging) if n.endswith(".part")]
-            records = os.listdir(self._owners)
         except FileNotFoundError:
             return []
+        try:
+            records = os.listdir(self._owners)
+        except FileNotFoundError:
+            records = []
         alive: set[str] = set()
         dead: dict[str, int] = {}
         for record in records:
@@ -336,8 +340,8 @@ class LocalStorage:
             if suffix != "lock":
                 continue
             try:
-                fd = os.open(os.path.join(self._owners, record), os.O_RDWR | os.O_CLOEXEC)
-            except FileNotFoundError:
+                fd = os.open(os.path.join(self._owners, record), os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
                 continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -357,17 +361,17 @@ class LocalStorage:
                 with suppress(FileNotFoundError):
                     if now - os.stat(path).st_mtime < ORPHAN_AGE_SECONDS:
                         continue
-            with suppress(FileNotFoundError):
+            with suppress(OSError):  # gone already, or a read-only store: left as it is
                 os.unlink(path)
                 removed.append(name)
         for owner, fd in dead.items():
-            with suppress(FileNotFoundError):
+            with suppress(OSError):
                 os.unlink(os.path.join(self._owners, owner + ".lock"))
             os.close(fd)
         for record in records:  # an owner that died between creating and naming its record
             if record.endswith(".tmp"):
                 path = os.path.join(self._owners, record)
-                with suppress(FileNotFoundError):
+                with suppress(OSError):
                     if now - os.stat(path).st_mtime >= ORPHAN_AGE_SECONDS:
                         os.unlink(path)
         return removed
