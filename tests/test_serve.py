@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+import requests
 
 from tests.conftest import SRC, LiveServer, start_server
 from tests.hostile import HOSTILE_URL_PATHS, SENTINEL
@@ -127,6 +128,16 @@ def test_allow_anonymous_opens_non_loopback(store_dir: Path) -> None:
     try:
         port = urlsplit(server.url).port
         assert curl(f"http://127.0.0.1:{port}/healthz")
+    finally:
+        assert server.stop() == 0
+
+
+@pytest.mark.parametrize("host", ["::1", "[::1]"])
+def test_ipv6_loopback_with_or_without_brackets(store_dir: Path, host: str) -> None:
+    server = start_server("--store", str(store_dir), "--host", host, "--port", "0")
+    try:
+        assert server.url.startswith("http://[::1]:")
+        assert requests.get(server.url + "/healthz", timeout=10).status_code == 200
     finally:
         assert server.stop() == 0
 

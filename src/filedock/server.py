@@ -68,7 +68,8 @@ def check_exposure(settings: Settings) -> None:
 
 def gunicorn_options(settings: Settings) -> dict[str, Any]:
     """gunicorn settings for filedock."""
-    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    bare = settings.host.strip("[]")  # ::1 and [::1] both name the IPv6 loopback
+    host = f"[{bare}]" if ":" in bare else bare
 
     def when_ready(server: Any) -> None:
         for listener in server.LISTENERS:
