@@ -12,6 +12,8 @@ Choices where API.md is silent:
   is `409 conflict`, as RFC 5789 suggests for a patch that conflicts with the document.
 - JSON past the parser's limits (nested too deeply, a number too long or too large) is
   `413 too-large`, whether it comes in a body, a patch or a stored document.
+- PATCH needs `read` as well as `write` on the path: it answers with the whole new document
+  (and a JSON Patch `test` probes values), so a write-only token would otherwise read through it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, url_for
 
-from .. import jsondocs
+from .. import access, jsondocs
 from ..context import get_settings, get_storage
 from ..errors import ApiError
 from ..openapi import PATH_PARAMETER, header_parameter, problem_response
@@ -99,6 +101,7 @@ def put_document(key: Key) -> tuple[Response, int]:
 @bp.patch("/<anypath:key>")
 def patch_document(key: Key) -> Response:
     """Apply a merge patch or a JSON Patch to the document, without losing concurrent updates."""
+    access.require("read", key)
     if request.mimetype not in jsondocs.PATCH_TYPES:
         raise ApiError(
             415,
