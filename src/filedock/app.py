@@ -47,6 +47,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     errors.init_app(app)
     request_ids.init_app(app)
     metrics.init_app(app)
+    if settings.cors_origins != ("*",):
+        app.after_request(vary_on_origin)  # registered first, so it runs after Flask-CORS
     CORS(
         app,
         origins=list(settings.cors_origins),
@@ -61,6 +63,15 @@ def create_app(settings: Settings | None = None) -> Flask:
     for blueprint in blueprints:
         app.register_blueprint(blueprint)
     return app
+
+
+def vary_on_origin(response: Response) -> Response:
+    """With a list of origins the CORS headers depend on Origin (present for one, absent for
+    another), so every answer says so to caches, once; Flask-CORS only does it for some."""
+    listed = ",".join(response.headers.getlist("Vary")).split(",")
+    if "origin" not in {item.strip().lower() for item in listed}:
+        response.headers.add("Vary", "Origin")
+    return response
 
 
 def check_key_argument(endpoint: str | None, values: dict[str, Any] | None) -> None:

@@ -113,6 +113,31 @@ def test_scopes_are_independent(client: FlaskClient, store_dir: Path) -> None:
     assert client.get("/getJsonFromFile/up.txt", headers=bearer("admin")).status_code == 422
 
 
+def test_a_write_only_token_cannot_read_a_document_through_patch(
+    client: FlaskClient, store_dir: Path
+) -> None:
+    # PATCH answers with the whole new document, so it needs read as well as write
+    for body, media_type in (
+        ("{}", "application/merge-patch+json"),
+        ('[{"op": "test", "path": "/root", "value": true}]', "application/json-patch+json"),
+    ):
+        response = client.patch(
+            "/api/v1/json/root.json", data=body, content_type=media_type, headers=bearer("writer")
+        )
+        assert response.status_code == 403, response.data
+        assert response.json["code"] == "forbidden"
+        assert b"true" not in response.data
+    assert (store_dir / "root.json").read_text() == '{"root": true}'
+    response = client.patch(
+        "/api/v1/json/root.json",
+        data='{"more": 1}',
+        content_type="application/merge-patch+json",
+        headers=bearer("admin"),
+    )
+    assert response.status_code == 200
+    assert response.json == {"root": True, "more": 1}
+
+
 def test_prefix_covers_the_folder_and_nothing_beside_it(client: FlaskClient) -> None:
     headers = bearer("team-a")
     assert client.get("/getJsonFromFile/team-a/doc.json", headers=headers).status_code == 200

@@ -89,3 +89,32 @@ def test_default_is_any_origin(client: FlaskClient) -> None:
     assert header_list(response.headers.get("Access-Control-Expose-Headers")) >= {
         h.lower() for h in EXPOSED
     }
+
+
+ONE_ORIGIN = ("https://app.example",)
+TWO_ORIGINS = ("https://app.example", "https://b.example")
+
+
+@pytest.mark.parametrize("origins", [ONE_ORIGIN, TWO_ORIGINS])
+def test_answers_that_depend_on_the_origin_say_so(
+    store_dir: Path, origins: tuple[str, ...]
+) -> None:
+    # with a list of origins, one URL gets CORS headers for one Origin and none for another:
+    # every answer carries Vary: Origin, once, so a cache never hands one to the other
+    client = create_app(Settings(store=str(store_dir), cors_origins=origins)).test_client()
+    for origin in ("https://app.example", "https://evil.example", None):
+        headers = {"Origin": origin} if origin else {}
+        for response in (
+            client.get("/healthz", headers=headers),
+            client.options(
+                "/api/v1/presign", headers={**headers, "Access-Control-Request-Method": "POST"}
+            ),
+        ):
+            listed = ",".join(response.headers.getlist("Vary")).split(",")
+            vary = [item.strip().lower() for item in listed]
+            assert vary.count("origin") == 1, (origin, response.headers)
+
+
+def test_any_origin_needs_no_vary(client: FlaskClient) -> None:
+    response = client.get("/healthz", headers={"Origin": "https://anyone.example"})
+    assert "origin" not in response.headers.get("Vary", "").lower()

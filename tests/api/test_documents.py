@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
@@ -258,6 +259,31 @@ def test_put_over_limit_without_content_length(small_app: Flask, store_dir: Path
     assert "larger than 1000 bytes" in response.json["detail"]  # stopped while reading
     assert not (store_dir / "doc.json").exists()
     assert list((store_dir / ".filedock" / "staging").iterdir()) == []
+
+
+def content_digest(data: bytes, algorithm: str = "sha256") -> str:
+    name = {"sha256": "sha-256", "sha512": "sha-512"}[algorithm]
+    return f"{name}=:{base64.b64encode(hashlib.new(algorithm, data).digest()).decode()}:"
+
+
+@pytest.mark.parametrize("algorithm", ["sha256", "sha512"])
+def test_put_and_patch_check_content_digest(
+    client: FlaskClient, labels: bytes, store_dir: Path, algorithm: str
+) -> None:
+    body = b'{"a": 1}'
+    wrong = {"Content-Digest": content_digest(b'{"a": 2}', algorithm)}
+    assert_problem(client.put(URL + "doc.json", data=body, headers=wrong), 400, "digest-mismatch")
+    assert not (store_dir / "doc.json").exists()
+    right = {"Content-Digest": content_digest(body, algorithm)}
+    assert client.put(URL + "doc.json", data=body, headers=right).status_code == 201
+    response = client.patch(URL + "labels.json", data=body, content_type=MERGE, headers=wrong)
+    assert_problem(response, 400, "digest-mismatch")
+    assert (store_dir / "labels.json").read_bytes() == labels
+    response = client.patch(URL + "labels.json", data=body, content_type=MERGE, headers=right)
+    assert response.status_code == 200 and response.json["a"] == 1
+    malformed = {"Content-Digest": "sha-256=abc"}
+    response = client.put(URL + "doc.json", data=body, headers=malformed)
+    assert response.status_code == 400
 
 
 def test_put_if_none_match_star(client: FlaskClient) -> None:

@@ -12,16 +12,21 @@ Choices where API.md is silent:
   is `409 conflict`, as RFC 5789 suggests for a patch that conflicts with the document.
 - JSON past the parser's limits (nested too deeply, a number too long or too large) is
   `413 too-large`, whether it comes in a body, a patch or a stored document.
+- A `Content-Digest` (RFC 9530) on PUT or PATCH is checked as on `/api/v1/files`: a mismatch
+  is `400 digest-mismatch` and nothing is stored.
+- PATCH needs `read` as well as `write` on the path: it answers with the whole new document
+  (and a JSON Patch `test` probes values), so a write-only token would otherwise read through it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 from flask import Blueprint, Response, jsonify, request, url_for
 
-from .. import jsondocs
+from .. import access, jsondocs
 from ..context import get_settings, get_storage
+from ..digests import DigestCheck
 from ..errors import ApiError
 from ..openapi import PATH_PARAMETER, header_parameter, problem_response
 from ..storage import Key, TooLarge
@@ -35,13 +40,14 @@ ACCEPT_PATCH = ", ".join(jsondocs.PATCH_TYPES)
 
 def read_body(limit: int) -> bytes:
     """The request body, refused past limit bytes: from Content-Length before reading it,
-    else as soon as the stream passes the limit."""
+    else as soon as the stream passes the limit; checked against its Content-Digest, if any."""
     length = request.content_length
     if length is not None and length > limit:
         raise TooLarge(f"the body is {length} bytes; the limit is {limit}")
+    digest = DigestCheck.from_header(request.headers.get("Content-Digest"), False)
     chunks: list[bytes] = []
     size = 0
-    stream = request.stream
+    stream = digest.wrap(cast(BinaryIO, request.stream))
     while True:
         chunk = stream.read(min(CHUNK_BYTES, limit + 1 - size))
         if not chunk:
@@ -50,6 +56,7 @@ def read_body(limit: int) -> bytes:
         size += len(chunk)
         if size > limit:
             raise TooLarge(f"the body is larger than {limit} bytes")
+    digest.verify()
     return b"".join(chunks)
 
 
@@ -99,6 +106,7 @@ def put_document(key: Key) -> tuple[Response, int]:
 @bp.patch("/<anypath:key>")
 def patch_document(key: Key) -> Response:
     """Apply a merge patch or a JSON Patch to the document, without losing concurrent updates."""
+    access.require("read", key)
     if request.mimetype not in jsondocs.PATCH_TYPES:
         raise ApiError(
             415,
