@@ -56,6 +56,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         expose_headers=EXPOSED_HEADERS,
         max_age=600,
     )
+    app.after_request(no_type_without_content)
     app.url_value_preprocessor(check_key_argument)
     access.init_app(app, settings)
     app.before_request(refuse_writes_when_read_only)
@@ -71,6 +72,13 @@ def vary_on_origin(response: Response) -> Response:
     listed = ",".join(response.headers.getlist("Vary")).split(",")
     if "origin" not in {item.strip().lower() for item in listed}:
         response.headers.add("Vary", "Origin")
+    return response
+
+
+def no_type_without_content(response: Response) -> Response:
+    """A 204 has no content, so it names no media type (Flask gives every answer one)."""
+    if response.status_code == 204:
+        response.headers.pop("Content-Type", None)
     return response
 
 

@@ -322,3 +322,26 @@ def test_metric_families_and_types(client: FlaskClient) -> None:
     assert types["filedock_received_bytes"] == "counter"
     assert types["filedock_sent_bytes"] == "counter"
     assert types["filedock_upload_seconds"] == "histogram"
+
+
+def test_no_content_answers_have_no_content_type(client: FlaskClient) -> None:
+    """A 204 has no content, so it names no media type (Flask's default was text/html)."""
+    tus = {"Tus-Resumable": "1.0.0"}
+    assert client.put("/api/v1/files/gone.txt", data=b"x").status_code == 201
+    created = client.post(
+        "/api/v1/uploads", headers=tus | {"Upload-Length": "1", "Upload-Metadata": "filename eA=="}
+    )
+    assert created.status_code == 201
+    answers = [
+        client.delete("/api/v1/files/gone.txt"),
+        client.options("/api/v1/uploads", headers=tus),
+        client.patch(
+            created.headers["Location"],
+            data=b"x",
+            headers=tus | {"Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"},
+        ),
+    ]
+    for answer in answers:
+        assert answer.status_code == 204, answer.data
+        assert "Content-Type" not in answer.headers
+        assert answer.data == b""
