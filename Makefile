@@ -6,7 +6,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint fix bench bench-memory clean
+.PHONY: serve test test-tools lint fix bench bench-memory clean
+
+# The Debian packages the tests drive: curl (the original curl commands), Node.js and npm
+# (tus-js-client), strace (the sendfile and fsync checks). Installed when missing.
+TEST_TOOLS := curl npm strace
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -20,10 +25,19 @@ data:
 serve: $(STAMP) data
 	$(BIN)/filedock serve $(ARGS)
 
-test: $(STAMP) tests/js/node_modules
+test: $(STAMP) test-tools tests/js/node_modules
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-tests/js/node_modules: tests/js/package-lock.json
+test-tools:
+	@missing=""; for tool in $(TEST_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+	  packages=$$(echo $$missing | sed 's/\bnpm\b/nodejs npm/'); \
+	  echo "installing the Debian packages the tests use: $$packages"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$packages; \
+	fi
+
+tests/js/node_modules: tests/js/package-lock.json | test-tools
 	cd tests/js && npm ci --no-audit --no-fund && touch node_modules
 
 lint: $(STAMP)

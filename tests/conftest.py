@@ -60,6 +60,15 @@ class LiveServer:
     output: list[str] = field(default_factory=list)
     reader: threading.Thread | None = None
 
+    def first_worker(self) -> int:
+        """The pid of the server's first worker process, once it is forked (after the URL)."""
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        deadline = time.monotonic() + 30
+        while not children.read_text().split():
+            assert time.monotonic() < deadline, "no worker was started"
+            time.sleep(0.05)
+        return int(children.read_text().split()[0])
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         """Send sig and wait for the process to end; its exit code."""
         if self.process.poll() is None:

@@ -9,7 +9,6 @@ import io
 import re
 import signal
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -26,12 +25,7 @@ ANSWER = re.compile(r'^(\d+) +(?:sendto|write|sendmsg)\(\d+<(?:socket|TCP)[^>]*>
 @pytest.fixture
 def traced(store_dir: Path, tmp_path: Path) -> Iterator[tuple[LiveServer, Callable[[], str]]]:
     server = start_server("--store", str(store_dir), "--port", "0", "--workers", "1")
-    children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
-    deadline = time.monotonic() + 30
-    while not children.read_text().split():  # the worker is forked after the URL is printed
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    worker = int(children.read_text().split()[0])
+    worker = server.first_worker()
     trace = tmp_path / "trace.txt"
     strace = subprocess.Popen(
         ["strace", "-f", "-y", "-e", "trace=fsync,rename,renameat,renameat2,sendto,write,sendmsg",

@@ -262,12 +262,7 @@ def test_downloads_use_sendfile(store_dir: Path, tmp_path: Path) -> None:
     server = start_server("--store", str(store_dir), "--port", "0", "--workers", "1")
     trace = tmp_path / "trace.txt"
     try:
-        children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
-        deadline = time.monotonic() + 30
-        while not children.read_text().split():  # the worker is forked after the URL is printed
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        worker = int(children.read_text().split()[0])
+        worker = server.first_worker()
         strace = subprocess.Popen(
             ["strace", "-f", "-e", "trace=sendfile", "-o", str(trace), "-p", str(worker)],
             stderr=subprocess.PIPE,
