@@ -54,6 +54,7 @@ __all__ = [
     "init_app",
     "lookup",
     "problem",
+    "problem_body",
     "to_response",
 ]
 
@@ -128,14 +129,21 @@ HTTP_CODES: dict[int, str] = {
 }
 
 
-def problem(status: int, code: str, detail: str | None = None) -> Response:
-    """An application/problem+json response."""
-    title = TITLES.get(status) or HTTP_STATUS_CODES.get(status, "Error")
+def problem_body(
+    status: int, code: str, detail: str | None = None, title: str | None = None
+) -> dict[str, Any]:
+    """The members of a problem (RFC 9457), in the order they are sent."""
+    title = title or TITLES.get(status) or HTTP_STATUS_CODES.get(status, "Error")
     body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
     if detail:
         body["detail"] = detail
     body["code"] = code
-    response = jsonify(body)
+    return body
+
+
+def problem(status: int, code: str, detail: str | None = None) -> Response:
+    """An application/problem+json response."""
+    response = jsonify(problem_body(status, code, detail))
     response.status_code, response.mimetype = status, "application/problem+json"
     return response
 

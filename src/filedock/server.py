@@ -25,6 +25,7 @@ from prometheus_client import multiprocess
 
 from .app import create_app
 from .config import Settings
+from .errors import problem_body
 from .metrics import MULTIPROC_ENV
 
 # A gthread worker's main loop heartbeats the arbiter while its threads serve requests, so this
@@ -167,11 +168,8 @@ def problem_page(page: bytes) -> bytes:
     message = _MESSAGE.search(page)
     detail = html.unescape(message.group(1).decode("latin-1")) if message else ""
     title = page.split(b"\r\n", 1)[0].split(b" ", 2)[-1].decode("latin-1")
-    problem: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
-    if detail:
-        problem["detail"] = detail
-    problem["code"] = GUNICORN_CODES.get(status, "bad-request")
-    body = json.dumps(problem).encode()
+    code = GUNICORN_CODES.get(status, "bad-request")
+    body = json.dumps(problem_body(status, code, detail, title)).encode()
     head = (
         f"HTTP/1.1 {status} {title}\r\nConnection: close\r\n"
         f"Content-Type: application/problem+json\r\nContent-Length: {len(body)}\r\n\r\n"

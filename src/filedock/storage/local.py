@@ -285,15 +285,8 @@ class LocalStorage:
     def _sync_staged(self, batch: _Batch) -> None:
         """fsync every file staged in the batch so far (before any of them is renamed)."""
         for path in batch.unsynced:
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            except FileNotFoundError:  # discarded meanwhile
-                continue
-            try:
-                with _enospc():
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
+            with suppress(FileNotFoundError), _enospc():  # a file discarded meanwhile is gone
+                _fsync_path(path)
         batch.unsynced.clear()
 
     # -- staging files and their owners ------------------------------------------------------
@@ -333,23 +326,7 @@ class LocalStorage:
             records = os.listdir(self._owners)
         except FileNotFoundError:
             records = []
-        alive: set[str] = set()
-        dead: dict[str, int] = {}
-        for record in records:
-            owner, _, suffix = record.partition(".")
-            if suffix != "lock":
-                continue
-            try:
-                fd = os.open(os.path.join(self._owners, record), os.O_RDONLY | os.O_CLOEXEC)
-            except OSError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                alive.add(owner)
-                os.close(fd)
-                continue
-            dead[owner] = fd  # locked by us until its files are gone
+        alive, dead = self._owner_states(records)
         removed = []
         now = time.time()
         for name in parts:
@@ -375,6 +352,26 @@ class LocalStorage:
                     if now - os.stat(path).st_mtime >= ORPHAN_AGE_SECONDS:
                         os.unlink(path)
         return removed
+
+    def _owner_states(self, records: list[str]) -> tuple[set[str], dict[str, int]]:
+        """The owners whose process lives, and those whose record we could lock: dead, each
+        with the fd that holds its lock until its files are gone."""
+        alive: set[str] = set()
+        dead: dict[str, int] = {}
+        for owner in (r[: -len(".lock")] for r in records if r.endswith(".lock")):
+            record = os.path.join(self._owners, owner + ".lock")
+            try:
+                fd = os.open(record, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                alive.add(owner)
+                os.close(fd)
+            else:
+                dead[owner] = fd
+        return alive, dead
 
     def _staging_path(self, staging_id: str) -> str:
         if not staging_id or not all(c in "0123456789abcdef-_" for c in staging_id):
@@ -734,12 +731,17 @@ def _hash_file(path: str) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+def _fsync_path(path: str, flags: int = 0) -> None:
+    """fsync the file (or, with O_DIRECTORY, the folder) at path."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | flags)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _fsync_dir(path: str) -> None:
+    _fsync_path(path, os.O_DIRECTORY)
 
 
 @contextmanager
