@@ -1,62 +1,119 @@
-"""Stores: where objects live. open_storage() picks one from the settings."""
+"""Stores: where objects live. open_storage() picks one from the settings; nothing above this
+package names a concrete backend. Callers use the core (ObjectStore) and ask for the optional
+capabilities (Records, UploadParts, Staging, Batching) with isinstance()."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from contextlib import AbstractContextManager, nullcontext
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from .base import (
+    ABSENT,
+    ANYTHING,
+    Absent,
     AlreadyExists,
+    Anything,
+    Batching,
     Conflict,
+    Expect,
     InsufficientStorage,
     InvalidKey,
     Key,
     Locked,
+    Locker,
+    Matches,
     ObjectInfo,
     ObjectNotFound,
+    ObjectStore,
     PreconditionFailed,
+    ReadableUploads,
+    Record,
+    Records,
     Staged,
-    StagingStore,
-    StateStore,
+    Staging,
     Storage,
     StorageError,
+    StoreUnavailable,
     TooLarge,
+    UploadParts,
     check_key,
     check_segment,
+    guess_type,
 )
-from .local import LocalStorage
-from .memory import MemoryStorage
+from .locks import InProcessLocker, LeaseLocker
 
 if TYPE_CHECKING:
     from ..config import Settings
 
 __all__ = [
+    "ABSENT",
+    "ANYTHING",
+    "Absent",
     "AlreadyExists",
+    "Anything",
+    "Batching",
     "Conflict",
+    "Expect",
     "InsufficientStorage",
     "InvalidKey",
     "Key",
-    "LocalStorage",
     "Locked",
-    "MemoryStorage",
+    "Locker",
+    "Matches",
     "ObjectInfo",
     "ObjectNotFound",
+    "ObjectStore",
     "PreconditionFailed",
+    "ReadableUploads",
+    "Record",
+    "Records",
     "Staged",
-    "StagingStore",
-    "StateStore",
+    "Staging",
     "Storage",
     "StorageError",
+    "StoreUnavailable",
     "TooLarge",
+    "UploadParts",
     "check_key",
     "check_segment",
+    "durable_batch",
+    "guess_type",
+    "open_locker",
     "open_storage",
 ]
 
 
-def open_storage(settings: Settings) -> Storage:
-    """The store named by settings.store: a directory, or memory:// for tests and demos."""
+@runtime_checkable
+class _HasLocker(Protocol):
+    def locker(self) -> Locker: ...
+
+
+def open_storage(settings: Settings) -> ObjectStore:
+    """The store named by settings.store: a directory, memory:// for tests and demos, or
+    s3://BUCKET/PREFIX."""
     if settings.store == "memory://":
+        from .memory import MemoryStorage
+
         return MemoryStorage()
     if settings.store.startswith("s3://"):
-        raise ValueError("the S3 store is not available in this version")
+        from .s3 import open_s3
+
+        return open_s3(settings.store, settings.s3_endpoint)
+    from .local import LocalStorage
+
     return LocalStorage(settings.store)
+
+
+def open_locker(store: ObjectStore) -> Locker:
+    """The locks that suit a store: its own (flock on a local disk, one process in memory),
+    else leases in its records (any host), else this process's."""
+    if isinstance(store, _HasLocker):
+        return store.locker()
+    if isinstance(store, Records):
+        return LeaseLocker(store)
+    return InProcessLocker()
+
+
+def durable_batch(store: ObjectStore) -> AbstractContextManager[None]:
+    """A block whose writes the store may make durable together (when it offers Batching)."""
+    return store.batch() if isinstance(store, Batching) else nullcontext()
