@@ -122,7 +122,22 @@ class Seaweed:
         )
         log.close()
         self.wait_ready()
+        self.wait_bucket()
         return self
+
+    def wait_bucket(self) -> None:
+        """Wait until the bucket weed creates at start (S3_BUCKET) is there: the S3 port
+        answers before it is."""
+        client = self.client()
+        deadline = time.monotonic() + READY_SECONDS
+        while True:
+            try:
+                client.head_bucket(Bucket=BUCKET)
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     def wait_ready(self) -> None:
         """Poll the S3 port until any HTTP answer comes back (with a deadline)."""
