@@ -92,6 +92,10 @@ class Seaweed:
         self.folder.mkdir(parents=True, exist_ok=True)
         if not self.ports:
             self.ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS)), strict=True))
+        for service in ("s3", "filer"):  # left behind by an instance of ours that was killed
+            Path(f"/tmp/seaweedfs-{service}-{self.ports[f'{service}.port']}.sock").unlink(
+                missing_ok=True
+            )
         args = [
             weed_binary(),
             "mini",

@@ -141,7 +141,14 @@ def _code(exc: Exception) -> str:
 @contextmanager
 def translated() -> Iterator[None]:
     """botocore's exceptions as storage exceptions (503 for an unusable store)."""
-    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        ConnectTimeoutError,
+        NoCredentialsError,
+        PartialCredentialsError,
+        ReadTimeoutError,
+    )
 
     try:
         yield
@@ -151,6 +158,13 @@ def translated() -> Iterator[None]:
             raise ObjectNotFound("no such object") from None
         if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
             raise PreconditionFailed("the object changed meanwhile") from None
+        if code in ("NotImplemented", "501"):
+            # A store without conditional writes (If-Match / If-None-Match on PUT): filedock
+            # will not fall back to a check-then-write race that could lose an update.
+            detail = (
+                "the object store does not support a request filedock needs (conditional writes)"
+            )
+            raise StoreUnavailable(detail) from None
         if code in UNAVAILABLE_CODES or code.startswith("5"):
             if code == "NoSuchBucket":
                 detail = "the store's bucket does not exist"
@@ -160,11 +174,19 @@ def translated() -> Iterator[None]:
                 detail = f"the object store failed ({code})"
             raise StoreUnavailable(detail) from None
         raise StorageError(f"the object store answered {code}") from None
-    except NoCredentialsError:
+    except (NoCredentialsError, PartialCredentialsError):
         raise StoreUnavailable("no credentials for the object store were found") from None
+    except ConnectTimeoutError:
+        detail = f"the object store did not accept a connection within {CONNECT_TIMEOUT_SECONDS} s"
+        raise StoreUnavailable(detail) from None
+    except ReadTimeoutError:
+        detail = f"the object store did not answer within {READ_TIMEOUT_SECONDS} s"
+        raise StoreUnavailable(detail) from None
     except BotoCoreError as exc:
-        # Connection refused, timeouts, DNS: the message names the endpoint, never a key.
-        raise StoreUnavailable(f"the object store cannot be reached: {exc}") from None
+        # Connection refused, DNS, a dropped connection. botocore's message names the URL
+        # (bucket and key): not repeated to clients.
+        name = type(exc).__name__.removesuffix("Error")
+        raise StoreUnavailable(f"the object store cannot be reached ({name})") from None
 
 
 class S3Stream:
