@@ -26,9 +26,9 @@ import json
 import re
 import threading
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -60,11 +60,13 @@ from .base import (
     guess_type,
 )
 
-PART_BYTES = 8 << 20  # one part in memory per upload; S3 wants at least 5 MiB but the last
+PART_BYTES = 8 << 20  # S3 wants parts of at least 5 MiB (but the last)
 CONNECT_TIMEOUT_SECONDS = 5
 READ_TIMEOUT_SECONDS = 20
 MAX_ATTEMPTS = 2  # one retry: a dead store answers 503 within about 2 x (5 + 20) s at worst
 HEAD_THREADS = 16  # concurrent HEADs when a listing meets objects it has not described yet
+TRANSFER_THREADS = 16  # parts being uploaded, over all requests of a process
+UPLOAD_PARTS_AHEAD = 1  # per upload: parts being sent while the next one is read
 KNOWN_ENTRIES = 100_000
 SHA_META = "sha256"
 BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
@@ -277,6 +279,7 @@ class S3Storage:
         self._known: OrderedDict[tuple[str, str, int, str], ObjectInfo] = OrderedDict()
         self._known_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(HEAD_THREADS, thread_name_prefix="s3-head")
+        self._transfers = ThreadPoolExecutor(TRANSFER_THREADS, thread_name_prefix="s3-part")
         self.requests = 0  # made by this process (the benchmark reports it)
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -495,6 +498,7 @@ class S3Storage:
         mpu = self._call("create_multipart_upload", Key=full, ContentType=content_type)
         upload_id = mpu["UploadId"]
         parts: list[dict[str, Any]] = []
+        flying: deque[Future[dict[str, Any]]] = deque()
         try:
             eof = False
             while not eof or buffer:
@@ -510,24 +514,37 @@ class S3Storage:
                     buffer += chunk
                 if not buffer:
                     break
-                body = bytes(buffer[:PART_BYTES])
+                body = bytes(memoryview(buffer)[:PART_BYTES])
                 del buffer[:PART_BYTES]
-                number = len(parts) + 1
-                answer = self._call(
-                    "upload_part", Key=full, UploadId=upload_id, PartNumber=number, Body=body
+                number = len(parts) + len(flying) + 1
+                # sent while the next part is read from the client
+                flying.append(
+                    self._transfers.submit(self._send_part, full, upload_id, number, body)
                 )
                 del body
-                parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+                while len(flying) > UPLOAD_PARTS_AHEAD or (flying and flying[0].done()):
+                    parts.append(flying.popleft().result())
+            while flying:
+                parts.append(flying.popleft().result())
             sha256 = digest.hexdigest()
             if verify is not None:
                 verify(sha256)
             self._check_tree(key)
             created, s3_etag = self._complete(key, upload_id, parts, expect)
         except BaseException:
+            for future in flying:
+                future.cancel()
+            wait(flying)
             with suppress(Exception):
                 self._call("abort_multipart_upload", Key=full, UploadId=upload_id)
             raise
         return self._finish_multipart(key, s3_etag, sha256, content_type, created)
+
+    def _send_part(self, full: str, upload_id: str, number: int, body: bytes) -> dict[str, Any]:
+        answer = self._call(
+            "upload_part", Key=full, UploadId=upload_id, PartNumber=number, Body=body
+        )
+        return {"PartNumber": number, "ETag": answer["ETag"]}
 
     def _complete(
         self, key: str, upload_id: str, parts: list[dict[str, Any]], expect: Expect
@@ -834,7 +851,7 @@ class S3Storage:
         self, full: str, mpu: str, number: int, buffer: bytearray
     ) -> tuple[int, str, int]:
         """Upload up to PART_BYTES from the front of buffer as part number; remove them."""
-        body = bytes(buffer[:PART_BYTES])
+        body = bytes(memoryview(buffer)[:PART_BYTES])
         del buffer[: len(body)]
         answer = self._call("upload_part", Key=full, UploadId=mpu, PartNumber=number, Body=body)
         return (number, str(answer["ETag"]), len(body))
