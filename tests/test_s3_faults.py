@@ -142,3 +142,33 @@ def test_killed_mid_upload_leaves_nothing_and_serving_resumes(own_seaweed: Seawe
         assert requests.get(server.url + "/api/v1/files/big.bin", timeout=60).content == b"after"
     finally:
         server.stop()
+
+
+class WithoutConditions:
+    """A boto3 client that drops If-Match / If-None-Match, as a store that ignores
+    conditional writes would."""
+
+    def __init__(self, client: object) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> object:
+        method = getattr(self._client, name)
+
+        def call(**kwargs: object) -> object:
+            kwargs.pop("IfNoneMatch", None)
+            kwargs.pop("IfMatch", None)
+            return method(**kwargs)
+
+        return call
+
+
+def test_a_store_that_ignores_conditional_writes_is_not_ready(
+    seaweed: Seaweed, s3_prefix: str
+) -> None:
+    from filedock.storage import StoreUnavailable
+    from filedock.storage.s3 import S3Storage
+
+    S3Storage(seaweed.client(), BUCKET, s3_prefix).check()  # SeaweedFS enforces them
+    careless = S3Storage(WithoutConditions(seaweed.client()), BUCKET, s3_prefix)
+    with pytest.raises(StoreUnavailable, match="ignores conditional writes"):
+        careless.check()

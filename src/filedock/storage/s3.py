@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
 from .base import (
+    ABSENT,
     ANYTHING,
     CHUNK_BYTES,
     RESERVED_PREFIX,
@@ -404,10 +405,14 @@ class S3Storage:
                 raise AlreadyExists(f"an object exists at {key}") from None
             raise PreconditionFailed(f"the object at {key} has changed") from None
 
-    def _written(self, key: str, sha256: str, created: bool) -> ObjectInfo:
+    def _written(
+        self, key: str, sha256: str, size: int, content_type: str, created: bool
+    ) -> ObjectInfo:
+        """What was written (a HEAD for its time, which only the store knows)."""
         head = self._head(key)
-        if head.info.sha256 != sha256:  # another writer came right after us
-            return replace(head.info, sha256=sha256, created=created)
+        if head.info.sha256 != sha256:  # another writer came right after us: describe ours
+            modified = datetime.now(UTC).replace(microsecond=0)
+            return ObjectInfo(key, size, content_type, sha256, modified, created=created)
         return replace(head.info, created=created)
 
     # -- the core --------------------------------------------------------------------------
@@ -477,7 +482,7 @@ class S3Storage:
                 )
 
             _, created = self._conditional(key, expect, put_once)
-            return self._written(key, sha256, created)
+            return self._written(key, sha256, size, content_type, created)
         return self._put_multipart(
             key, data, content_type, expect, max_bytes, verify, digest, buffer, size
         )
@@ -538,7 +543,7 @@ class S3Storage:
             with suppress(Exception):
                 self._call("abort_multipart_upload", Key=full, UploadId=upload_id)
             raise
-        return self._finish_multipart(key, s3_etag, sha256, content_type, created)
+        return self._finish_multipart(key, s3_etag, sha256, size, content_type, created)
 
     def _send_part(self, full: str, upload_id: str, number: int, body: bytes) -> dict[str, Any]:
         answer = self._call(
@@ -565,13 +570,13 @@ class S3Storage:
         return created, str(answer["ETag"])
 
     def _finish_multipart(
-        self, key: str, s3_etag: str, sha256: str, content_type: str, created: bool
+        self, key: str, s3_etag: str, sha256: str, size: int, content_type: str, created: bool
     ) -> ObjectInfo:
         """Label the completed object with its SHA-256 (metadata is fixed when a multipart
         upload starts, before the hash is known). Until then a reader hashes it itself."""
         with suppress(PreconditionFailed):  # replaced meanwhile: the newer one is labelled
             self._label(self._full(key), s3_etag, sha256, content_type)
-        return self._written(key, sha256, created)
+        return self._written(key, sha256, size, content_type, created)
 
     def delete(self, key: Key, expect: Expect = ANYTHING) -> None:
         """Remove the object at key (a conditional DELETE for Matches)."""
@@ -676,13 +681,25 @@ class S3Storage:
                 yield info
 
     def check(self) -> None:
-        """Write, read back and remove a probe record (readiness)."""
+        """Write, read back and remove a probe record (readiness); and make sure the store
+        enforces conditional writes, on which every compare-and-swap here rests."""
         name = f"probe/{uuid.uuid4().hex}"
-        self.put_record(name, b"ok")
-        record = self.get_record(name)
-        if record is None or record.value != b"ok":
-            raise StoreUnavailable("the object store did not read back what was written")
-        self.delete_record(name)
+        self.put_record(name, b"ok", ABSENT)
+        try:
+            record = self.get_record(name)
+            if record is None or record.value != b"ok":
+                raise StoreUnavailable("the object store did not read back what was written")
+            try:
+                self.put_record(name, b"again", ABSENT)
+            except AlreadyExists:
+                pass
+            else:
+                raise StoreUnavailable(
+                    "the object store ignores conditional writes (If-None-Match), "
+                    "which filedock needs so that no update is lost"
+                )
+        finally:
+            self.delete_record(name)
 
     # -- Records ---------------------------------------------------------------------------
 
@@ -880,7 +897,7 @@ class S3Storage:
                 )
 
             _, created = self._conditional(key, expect, put_once)
-            info = self._written(key, sha256, created)
+            info = self._written(key, sha256, len(body), content_type, created)
         else:
             parts = list(manifest.parts or [])
             if manifest.tail_size:
@@ -888,7 +905,8 @@ class S3Storage:
                 parts.append(self._upload_part(manifest.key, manifest.mpu, len(parts) + 1, tail))
             listed = [{"PartNumber": n, "ETag": e} for n, e, _ in parts]
             created, s3_etag = self._complete(key, manifest.mpu, listed, expect)
-            info = self._finish_multipart(key, s3_etag, sha256, content_type, created)
+            size = sum(p[2] for p in parts)
+            info = self._finish_multipart(key, s3_etag, sha256, size, content_type, created)
         self._drop_upload_objects(upload_id, manifest)
         return info
 
