@@ -581,8 +581,11 @@ class S3Storage:
     def delete(self, key: Key, expect: Expect = ANYTHING) -> None:
         """Remove the object at key (a conditional DELETE for Matches)."""
         conditions = self._conditions(key, expect) if isinstance(expect, Matches) else {}
-        if not conditions:
-            self._head(key)  # 404 for no object, as on a disk
+        if not conditions:  # 404 for no object, as on a disk (S3 deletes nothing silently)
+            try:
+                self._call("head_object", Key=self._full(key))
+            except ObjectNotFound:
+                raise ObjectNotFound(f"no object at {key}") from None
         try:
             self._call("delete_object", Key=self._full(key), **conditions)
         except PreconditionFailed:
