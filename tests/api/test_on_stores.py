@@ -385,3 +385,34 @@ def test_s3_objects_of_other_tools_are_served(
     assert kept["Metadata"]["sha256"] == sha(b'{"by": "aws cli"}')  # computed once, kept
     listed = client.get("/api/v1/files", query_string={"prefix": "theirs/"}).get_json()
     assert [i["path"] for i in listed["items"]] == ["theirs/t.json"]
+
+
+# -- signed links: the signing key is a record of the store, shared by its instances ------------
+
+
+def test_presigned_link_signed_on_one_instance_works_on_another(
+    store_settings: Settings, kind: str
+) -> None:
+    from dataclasses import replace
+    from urllib.parse import urlsplit
+
+    from filedock import auth
+    from filedock.config import Token
+
+    tokens = (Token(auth.hash_token("admin-secret"), ("admin",), name="admin"),)
+    settings = replace(store_settings, tokens=tokens)
+    first = make_app(settings)
+    admin = {"Authorization": "Bearer admin-secret"}
+    one = first.test_client()
+    assert put(one, "signed/doc.txt", b"signed", **admin).status_code == 201
+    signed = one.post(
+        "/api/v1/presign", json={"path": "signed/doc.txt", "method": "GET"}, headers=admin
+    )
+    assert signed.status_code == 200, signed.get_data(as_text=True)
+    parts = urlsplit(signed.get_json()["url"])
+    link = f"{parts.path}?{parts.query}"
+    other = first if kind == "memory" else make_app(settings)
+    assert other.test_client().get(link).data == b"signed"
+    assert other.test_client().get("/api/v1/files/signed/doc.txt").status_code == 401
+    tampered = link.replace("signature=", "signature=0")
+    assert other.test_client().get(tampered).status_code in (401, 403)
