@@ -3,6 +3,7 @@ middle of an upload and back again. Over a real gunicorn server and a real Seawe
 
 from __future__ import annotations
 
+import hashlib
 import signal
 import threading
 import time
@@ -172,3 +173,41 @@ def test_a_store_that_ignores_conditional_writes_is_not_ready(
     careless = S3Storage(WithoutConditions(seaweed.client()), BUCKET, s3_prefix)
     with pytest.raises(StoreUnavailable, match="ignores conditional writes"):
         careless.check()
+
+
+def test_a_tus_upload_survives_the_store_going_away(own_seaweed: Seaweed) -> None:
+    server = serve_s3(own_seaweed.endpoint, "tus", own_seaweed.env)
+    tus = {"Tus-Resumable": "1.0.0"}
+    data = hashlib.sha256(b"tus").digest() * (14 * MIB // 32)
+    try:
+        created = requests.post(
+            server.url + "/api/v1/uploads",
+            headers=tus | {"Upload-Length": str(len(data)),
+                           "Upload-Metadata": "path dHVzL2YuYmlu"},  # tus/f.bin
+            timeout=60,
+        )  # fmt: skip
+        assert created.status_code == 201
+        url = server.url + created.headers["Location"]
+        chunk = {"Content-Type": "application/offset+octet-stream"}
+
+        def patch(offset: int, body: bytes) -> requests.Response:
+            headers = tus | chunk | {"Upload-Offset": str(offset)}
+            return requests.patch(url, data=body, headers=headers, timeout=120)
+
+        assert patch(0, data[: 9 * MIB]).status_code == 204  # acknowledged: one part and a tail
+        own_seaweed.stop(signal.SIGKILL)
+        assert_unavailable(patch(9 * MIB, data[9 * MIB :]))
+        assert requests.head(url, headers=tus, timeout=120).status_code == 503
+        own_seaweed.start()
+        wait_for(
+            lambda: requests.get(server.url + "/readyz", timeout=120).status_code == 200,
+            timeout=120,
+        )
+        head = requests.head(url, headers=tus, timeout=60)
+        assert head.headers["Upload-Offset"] == str(9 * MIB)  # nothing acknowledged was lost
+        assert requests.get(server.url + "/api/v1/files/tus/f.bin", timeout=60).status_code == 404
+        assert patch(9 * MIB, data[9 * MIB :]).status_code == 204
+        meta = requests.get(server.url + "/api/v1/meta/tus/f.bin", timeout=60).json()
+        assert meta["sha256"] == hashlib.sha256(data).hexdigest()
+    finally:
+        server.stop()
