@@ -96,9 +96,13 @@ def open_storage(settings: Settings) -> ObjectStore:
 
         return MemoryStorage()
     if settings.store.startswith("s3://"):
+        from ..config import ConfigError
         from .s3 import open_s3
 
-        return open_s3(settings.store, settings.s3_endpoint)
+        try:
+            return open_s3(settings.store, settings.s3_endpoint)
+        except ValueError as exc:  # a bad bucket name or prefix: the command says so
+            raise ConfigError(f"store: {exc}") from None
     from .local import LocalStorage
 
     return LocalStorage(settings.store)
