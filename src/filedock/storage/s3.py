@@ -350,9 +350,12 @@ class S3Storage:
             ContentType=content_type,
         )
 
-    def _check_tree(self, key: str) -> None:
+    def _check_tree(self, key: str, expect: Expect) -> None:
         """409 as on a disk: no object where a parent folder of key would be, and no objects
-        under key/ (HEADs and a one-key listing, made together)."""
+        under key/ (HEADs and a one-key listing, made together). A write that must replace
+        an object (Matches) has its place in the tree already."""
+        if isinstance(expect, Matches):
+            return
         parts = key.split("/")
         parents = ["/".join(parts[:i]) for i in range(1, len(parts))]
 
@@ -467,7 +470,7 @@ class S3Storage:
             sha256 = digest.hexdigest()
             if verify is not None:
                 verify(sha256)
-            self._check_tree(key)
+            self._check_tree(key, expect)
             body = bytes(buffer)
             del buffer
 
@@ -534,7 +537,7 @@ class S3Storage:
             sha256 = digest.hexdigest()
             if verify is not None:
                 verify(sha256)
-            self._check_tree(key)
+            self._check_tree(key, expect)
             created, s3_etag = self._complete(key, upload_id, parts, expect)
         except BaseException:
             for future in flying:
@@ -885,7 +888,7 @@ class S3Storage:
         if manifest.key != self._full(key):
             raise ValueError(f"upload {upload_id} was started for another key")
         content_type = content_type or guess_type(key)
-        self._check_tree(key)
+        self._check_tree(key, expect)
         if not manifest.mpu:
             body = self._read_tail(manifest)
 
