@@ -383,6 +383,8 @@ def test_s3_objects_of_other_tools_are_served(
     assert client.get("/api/v1/json/theirs/t.json").get_json() == {"by": "aws cli"}
     kept = s3_client.head_object(Bucket=BUCKET, Key=f"{prefix}/theirs/t.json")
     assert kept["Metadata"]["sha256"] == sha(b'{"by": "aws cli"}')  # computed once, kept
+    # a folder marker (as consoles make) is no object
+    s3_client.put_object(Bucket=BUCKET, Key=f"{prefix}/theirs/marker/", Body=b"")
     listed = client.get("/api/v1/files", query_string={"prefix": "theirs/"}).get_json()
     assert [i["path"] for i in listed["items"]] == ["theirs/t.json"]
 

@@ -654,7 +654,7 @@ class S3Storage:
                 if not key.endswith("/") and not key.startswith(RESERVED_PREFIX):
                     entries.append((key, item))
             for common in page.get("CommonPrefixes", []):
-                key = common["Prefix"][len(self._base) :].rstrip("/")
+                key = common["Prefix"][len(self._base) : -1]  # one "/": "a//" holds "a//x"
                 if key and not key.startswith(RESERVED_PREFIX):
                     entries.append((key, None))
             entries.sort(key=lambda entry: entry[0])
