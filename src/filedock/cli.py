@@ -19,7 +19,61 @@ from .config import ConfigError, Settings
 from .server import ServeError, serve
 
 
-@click.group()
+class UserError(click.ClickException):
+    """A mistake the user can fix (a flag, the config, the environment, the store, the port):
+    one line on stderr, `filedock: <message>`, and exit status 2."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        """Print the one line."""
+        click.echo(f"filedock: {self.format_message()}", err=True)
+
+
+def one_line(exc: click.UsageError) -> UserError:
+    """Click's usage error (usage text, hint, then the message) as one line."""
+    message = exc.format_message().rstrip(".")
+    if exc.ctx is not None:
+        message += f" (see '{exc.ctx.command_path} --help')"
+    return UserError(message)
+
+
+def os_error_message(exc: OSError) -> str:
+    """An OSError as `path: reason`, without Python's [Errno N]."""
+    reason = exc.strerror or str(exc)
+    return f"{exc.filename}: {reason}" if exc.filename else reason
+
+
+class Command(click.Group):
+    """The filedock command group: usage errors, in any subcommand, are one line, not a
+    usage text; asking for help (no arguments) still shows it."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        """Parse the group's own options."""
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as exc:
+            raise one_line(exc) from None
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the subcommand (whose parsing errors surface here)."""
+        try:
+            return super().invoke(ctx)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as exc:
+            raise one_line(exc) from None
+
+
+@click.group(cls=Command)
 @click.version_option(__version__, prog_name="filedock")
 def main() -> None:
     """filedock: serve a folder of files and JSON documents over HTTP, and use one."""
@@ -44,7 +98,9 @@ def serve_command(config_file: str | None, **flags: Any) -> None:
         settings = Settings.load(config_file, **flags)
         serve(settings)
     except (ConfigError, ServeError) as exc:
-        raise click.ClickException(str(exc)) from None
+        raise UserError(str(exc)) from None
+    except OSError as exc:
+        raise UserError(os_error_message(exc)) from None
 
 
 CONFIG_OPTION = click.option(
@@ -70,8 +126,10 @@ def token_create(config_file: str, scopes: str, prefix: str, name: str) -> None:
     """Print a new token once and append its hash to the config file."""
     try:
         token, record = auth.create_token(config_file, scopes, prefix, name)
-    except (ConfigError, OSError) as exc:
-        raise click.ClickException(str(exc)) from None
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
+    except OSError as exc:
+        raise UserError(os_error_message(exc)) from None
     click.echo(token)
     where = f" under {record.prefix!r}" if record.prefix else ""
     click.echo(
@@ -87,8 +145,10 @@ def token_list(config_file: str) -> None:
     """One line per token: name, scopes, prefix, start of its hash."""
     try:
         tokens = auth.config_tokens(config_file)
-    except (ConfigError, OSError) as exc:
-        raise click.ClickException(str(exc)) from None
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
+    except OSError as exc:
+        raise UserError(os_error_message(exc)) from None
     for token in tokens:
         prefix = token.prefix or "*"
         click.echo(f"{token.name or '-'}\t{','.join(token.scopes)}\t{prefix}\t{token.hash[:12]}")
@@ -101,8 +161,10 @@ def token_revoke(config_file: str, ref: str) -> None:
     """Remove the token with this name or hash prefix (running servers notice at once)."""
     try:
         token = auth.revoke_token(config_file, ref)
-    except (ConfigError, OSError) as exc:
-        raise click.ClickException(str(exc)) from None
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
+    except OSError as exc:
+        raise UserError(os_error_message(exc)) from None
     click.echo(f"revoked {token.name or token.hash[:12]}")
 
 
