@@ -84,6 +84,7 @@ def test_bad_serve_flags(tmp_path: Path, args: list[str], fragments: list[str]) 
         (b"prot = 5000\n", ["unknown setting 'prot'"]),
         (b'max_upload_bytes = "five"\n', ["bad value for max_upload_bytes"]),
         (b"workers = 0\n", ["workers must be at least 1"]),
+        (b"max_upload_bytes = -1\n", ["max_upload_bytes must not be negative"]),
         (b"[[tokens]]\nname = 'no hash'\n", ["bad value for tokens"]),
         (b"cors_origins = 5\n", ["bad value for cors_origins"]),
     ],
