@@ -30,23 +30,41 @@ class UserError(click.ClickException):
         click.echo(f"filedock: {self.format_message()}", err=True)
 
 
-def one_line(exc: click.UsageError) -> UserError:
-    """Click's usage error (usage text, hint, then the message) as one line."""
-    message = exc.format_message().rstrip(".")
-    if exc.ctx is not None:
-        message += f" (see '{exc.ctx.command_path} --help')"
-    return UserError(message)
-
-
 def os_error_message(exc: OSError) -> str:
     """An OSError as `path: reason`, without Python's [Errno N]."""
     reason = exc.strerror or str(exc)
     return f"{exc.filename}: {reason}" if exc.filename else reason
 
 
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """The errors a user causes (settings, the config file, the store, the address) as a
+    UserError; anything else is a bug and keeps its traceback."""
+    try:
+        yield
+    except (ConfigError, ServeError) as exc:
+        raise UserError(str(exc)) from None
+    except OSError as exc:
+        raise UserError(os_error_message(exc)) from None
+
+
+@contextlib.contextmanager
+def one_line_usage_errors() -> Iterator[None]:
+    """Click's usage errors (usage text, hint, then the message) as a one-line UserError;
+    the help shown for a group called without arguments stays as it is."""
+    try:
+        yield
+    except click.exceptions.NoArgsIsHelpError:
+        raise
+    except click.UsageError as exc:
+        message = exc.format_message().rstrip(".")
+        if exc.ctx is not None:
+            message += f" (see '{exc.ctx.command_path} --help')"
+        raise UserError(message) from None
+
+
 class Command(click.Group):
-    """The filedock command group: usage errors, in any subcommand, are one line, not a
-    usage text; asking for help (no arguments) still shows it."""
+    """The filedock command group: usage errors, in any subcommand, are one line."""
 
     def make_context(
         self,
@@ -56,21 +74,13 @@ class Command(click.Group):
         **extra: Any,
     ) -> click.Context:
         """Parse the group's own options."""
-        try:
+        with one_line_usage_errors():
             return super().make_context(info_name, args, parent, **extra)
-        except click.exceptions.NoArgsIsHelpError:
-            raise
-        except click.UsageError as exc:
-            raise one_line(exc) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         """Run the subcommand (whose parsing errors surface here)."""
-        try:
+        with one_line_usage_errors():
             return super().invoke(ctx)
-        except click.exceptions.NoArgsIsHelpError:
-            raise
-        except click.UsageError as exc:
-            raise one_line(exc) from None
 
 
 @click.group(cls=Command)
@@ -94,13 +104,8 @@ def main() -> None:
 @click.option("--read-only", is_flag=True, default=None, help="Answer every write with 403.")
 def serve_command(config_file: str | None, **flags: Any) -> None:
     """Run the production server (gunicorn) until SIGTERM or Ctrl-C."""
-    try:
-        settings = Settings.load(config_file, **flags)
-        serve(settings)
-    except (ConfigError, ServeError) as exc:
-        raise UserError(str(exc)) from None
-    except OSError as exc:
-        raise UserError(os_error_message(exc)) from None
+    with user_errors():
+        serve(Settings.load(config_file, **flags))
 
 
 CONFIG_OPTION = click.option(
@@ -124,12 +129,8 @@ def token_group() -> None:
 @click.option("--name", default="", help="A name to list and revoke it by.")
 def token_create(config_file: str, scopes: str, prefix: str, name: str) -> None:
     """Print a new token once and append its hash to the config file."""
-    try:
+    with user_errors():
         token, record = auth.create_token(config_file, scopes, prefix, name)
-    except ConfigError as exc:
-        raise UserError(str(exc)) from None
-    except OSError as exc:
-        raise UserError(os_error_message(exc)) from None
     click.echo(token)
     where = f" under {record.prefix!r}" if record.prefix else ""
     click.echo(
@@ -143,12 +144,8 @@ def token_create(config_file: str, scopes: str, prefix: str, name: str) -> None:
 @CONFIG_OPTION
 def token_list(config_file: str) -> None:
     """One line per token: name, scopes, prefix, start of its hash."""
-    try:
+    with user_errors():
         tokens = auth.config_tokens(config_file)
-    except ConfigError as exc:
-        raise UserError(str(exc)) from None
-    except OSError as exc:
-        raise UserError(os_error_message(exc)) from None
     for token in tokens:
         prefix = token.prefix or "*"
         click.echo(f"{token.name or '-'}\t{','.join(token.scopes)}\t{prefix}\t{token.hash[:12]}")
@@ -159,12 +156,8 @@ def token_list(config_file: str) -> None:
 @click.argument("ref")
 def token_revoke(config_file: str, ref: str) -> None:
     """Remove the token with this name or hash prefix (running servers notice at once)."""
-    try:
+    with user_errors():
         token = auth.revoke_token(config_file, ref)
-    except ConfigError as exc:
-        raise UserError(str(exc)) from None
-    except OSError as exc:
-        raise UserError(os_error_message(exc)) from None
     click.echo(f"revoked {token.name or token.hash[:12]}")
 
 
