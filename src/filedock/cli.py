@@ -19,7 +19,71 @@ from .config import ConfigError, Settings
 from .server import ServeError, serve
 
 
-@click.group()
+class UserError(click.ClickException):
+    """A mistake the user can fix (a flag, the config, the environment, the store, the port):
+    one line on stderr, `filedock: <message>`, and exit status 2."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        """Print the one line."""
+        click.echo(f"filedock: {self.format_message()}", err=True)
+
+
+def os_error_message(exc: OSError) -> str:
+    """An OSError as `path: reason`, without Python's [Errno N]."""
+    reason = exc.strerror or str(exc)
+    return f"{exc.filename}: {reason}" if exc.filename else reason
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """The errors a user causes (settings, the config file, the store, the address) as a
+    UserError; anything else is a bug and keeps its traceback."""
+    try:
+        yield
+    except (ConfigError, ServeError) as exc:
+        raise UserError(str(exc)) from None
+    except OSError as exc:
+        raise UserError(os_error_message(exc)) from None
+
+
+@contextlib.contextmanager
+def one_line_usage_errors() -> Iterator[None]:
+    """Click's usage errors (usage text, hint, then the message) as a one-line UserError;
+    the help shown for a group called without arguments stays as it is."""
+    try:
+        yield
+    except click.exceptions.NoArgsIsHelpError:
+        raise
+    except click.UsageError as exc:
+        message = exc.format_message().rstrip(".")
+        if exc.ctx is not None:
+            message += f" (see '{exc.ctx.command_path} --help')"
+        raise UserError(message) from None
+
+
+class Command(click.Group):
+    """The filedock command group: usage errors, in any subcommand, are one line."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        """Parse the group's own options."""
+        with one_line_usage_errors():
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the subcommand (whose parsing errors surface here)."""
+        with one_line_usage_errors():
+            return super().invoke(ctx)
+
+
+@click.group(cls=Command)
 @click.version_option(__version__, prog_name="filedock")
 def main() -> None:
     """filedock: serve a folder of files and JSON documents over HTTP, and use one."""
@@ -40,11 +104,8 @@ def main() -> None:
 @click.option("--read-only", is_flag=True, default=None, help="Answer every write with 403.")
 def serve_command(config_file: str | None, **flags: Any) -> None:
     """Run the production server (gunicorn) until SIGTERM or Ctrl-C."""
-    try:
-        settings = Settings.load(config_file, **flags)
-        serve(settings)
-    except (ConfigError, ServeError) as exc:
-        raise click.ClickException(str(exc)) from None
+    with user_errors():
+        serve(Settings.load(config_file, **flags))
 
 
 CONFIG_OPTION = click.option(
@@ -68,10 +129,8 @@ def token_group() -> None:
 @click.option("--name", default="", help="A name to list and revoke it by.")
 def token_create(config_file: str, scopes: str, prefix: str, name: str) -> None:
     """Print a new token once and append its hash to the config file."""
-    try:
+    with user_errors():
         token, record = auth.create_token(config_file, scopes, prefix, name)
-    except (ConfigError, OSError) as exc:
-        raise click.ClickException(str(exc)) from None
     click.echo(token)
     where = f" under {record.prefix!r}" if record.prefix else ""
     click.echo(
@@ -85,10 +144,8 @@ def token_create(config_file: str, scopes: str, prefix: str, name: str) -> None:
 @CONFIG_OPTION
 def token_list(config_file: str) -> None:
     """One line per token: name, scopes, prefix, start of its hash."""
-    try:
+    with user_errors():
         tokens = auth.config_tokens(config_file)
-    except (ConfigError, OSError) as exc:
-        raise click.ClickException(str(exc)) from None
     for token in tokens:
         prefix = token.prefix or "*"
         click.echo(f"{token.name or '-'}\t{','.join(token.scopes)}\t{prefix}\t{token.hash[:12]}")
@@ -99,10 +156,8 @@ def token_list(config_file: str) -> None:
 @click.argument("ref")
 def token_revoke(config_file: str, ref: str) -> None:
     """Remove the token with this name or hash prefix (running servers notice at once)."""
-    try:
+    with user_errors():
         token = auth.revoke_token(config_file, ref)
-    except (ConfigError, OSError) as exc:
-        raise click.ClickException(str(exc)) from None
     click.echo(f"revoked {token.name or token.hash[:12]}")
 
 

@@ -264,9 +264,11 @@ OPENAPI_PATHS: dict[str, Any] = {
             "parameters": [_IF_MATCH],
             "requestBody": {
                 "required": True,
+                "description": "`application/json`: an object, applied as a merge patch.",
                 "content": {
                     jsondocs.MERGE_PATCH: {"schema": _ANY_JSON},
                     jsondocs.JSON_PATCH: {"schema": {"$ref": "#/components/schemas/JsonPatch"}},
+                    "application/json": {"schema": {"type": "object"}},
                 },
             },
             "responses": {
