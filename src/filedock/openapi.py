@@ -22,6 +22,7 @@ FRAGMENT_MODULES: tuple[str, ...] = (
     "filedock.api.tus",
     "filedock.api.presign",
     "filedock.api.docs",
+    "filedock.api.whoami",
 )
 
 PROBLEM_SCHEMA: dict[str, Any] = {
