@@ -333,7 +333,10 @@
     const folders = rows.length - files;
     let message = state.listError;
     if (!message && state.me) {
-      message = folders + (folders === 1 ? " folder, " : " folders, ") + files + (files === 1 ? " file" : " files");
+      const parts = [];
+      if (folders) parts.push(folders + (folders === 1 ? " folder" : " folders"));
+      if (files || !folders) parts.push(files + (files === 1 ? " file" : " files"));
+      message = parts.join(", ");
       if (state.filter) message += " match the filter";
       if (state.loading) message = "Loading… " + message;
     }
