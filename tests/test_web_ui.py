@@ -169,6 +169,10 @@ def test_browse_into_a_folder_and_back(server: LiveServer, page: Page) -> None:
     page.goto(server.url + "/#/docs/sub/")
     expect(row(page, "deep.txt")).to_be_visible()
     expect(page.get_by_role("navigation", name="Folder")).to_contain_text("docs")
+    with page.expect_download() as download:
+        row(page, "deep.txt").click()
+    assert download.value.suggested_filename == "deep.txt"
+    assert Path(download.value.path()).read_text() == "deep"
 
 
 def test_sort_and_filter(server: LiveServer, page: Page, store: Path) -> None:
@@ -440,6 +444,9 @@ def test_token_field_and_a_read_only_token(page: Page, tmp_path: Path) -> None:
         expect(page.get_by_label("Upload files")).to_be_disabled()
         expect(page.get_by_role("button", name="Delete note.txt")).to_be_disabled()
         expect(page.get_by_role("button", name="Share note.txt")).to_be_enabled()
+        with page.expect_download() as download:  # a link cannot carry the token: signed
+            row(page, "note.txt").click()
+        assert Path(download.value.path()).read_text() == "note"
         stored = page.evaluate(
             "[sessionStorage.getItem('filedock.token'), JSON.stringify(localStorage)]"
         )

@@ -8,7 +8,8 @@
   const TOKEN_KEY = "filedock.token";
   const CHUNK_BYTES = 8 << 20; // tus PATCH size: a dropped connection loses at most this much
   const PARALLEL = 3;
-  const PAGE = 1000; // the listing API's largest page
+  const FIRST_PAGE = 100; // small, so the first rows show at once
+  const PAGE = 1000; // the listing API's largest page, for the rest
   const OVERSCAN = 10;
   // Waits between tries after a failed request: about three minutes in all, so an upload
   // rides out a server restart or a short network drop without anyone pressing a button.
@@ -234,6 +235,7 @@
     state.filter = "";
     $("filter").value = "";
     showCrumbs();
+    window.scrollTo(0, 0);
     applyPermissions();
     if (state.me) load();
   });
@@ -279,7 +281,7 @@
     let cursor = null;
     try {
       do {
-        const query = new URLSearchParams({ prefix, limit: String(PAGE) });
+        const query = new URLSearchParams({ prefix, limit: String(cursor ? PAGE : FIRST_PAGE) });
         if (cursor) query.set("cursor", cursor);
         const response = await api("files?" + query);
         if (id !== state.loadId) return;
@@ -643,15 +645,17 @@
     return (file) => Promise.resolve(["tus-br", endpoint, target, file.name, file.type, file.size, file.lastModified].join("|"));
   }
 
-  function responseCode(error) {
+  function responseProblem(error) {
     const response = error && error.originalResponse;
-    if (!response) return "";
+    if (!response) return {};
     try {
-      return JSON.parse(response.getBody()).code || "";
+      return JSON.parse(response.getBody()) || {};
     } catch (e) {
-      return "";
+      return {};
     }
   }
+  const responseCode = (error) => responseProblem(error).code || "";
+  const responseDetail = (error) => responseProblem(error).detail || "";
 
   function enqueue(picked) {
     if (!picked.length) return;
@@ -734,7 +738,7 @@
           window.addEventListener("online", () => retryUpload(upload), { once: true });
         } else {
           const response = error.originalResponse;
-          upload.message = response ? "Failed: HTTP " + response.getStatus() : "Failed: the server cannot be reached";
+          upload.message = response ? "Failed: " + (responseDetail(error) || "HTTP " + response.getStatus()) : "Failed: the server cannot be reached";
         }
         showUploads();
         pump();
