@@ -5,12 +5,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import requests
 from flask.testing import FlaskClient
 
 from filedock import access
 from filedock.app import create_app
 from filedock.config import Settings
 from tests.api.test_access import TOKENS, WWW_AUTHENTICATE, basic, bearer
+from tests.servers import token_server
 
 
 def test_open_server_is_anonymous_with_every_scope(client: FlaskClient) -> None:
@@ -81,3 +83,17 @@ def test_whoami_is_in_the_openapi_document(client: FlaskClient) -> None:
     schema = operation["responses"]["200"]["content"]["application/json"]["schema"]
     assert schema["required"] == ["anonymous", "scopes", "prefix", "name"]
     assert "401" in operation["responses"]
+
+
+def test_over_the_wire_with_tokens_from_the_config_file(tmp_path: Path) -> None:
+    with token_server(tmp_path) as live:
+        url = live.url + "/api/v1/whoami"
+        response = requests.get(url, headers={"Authorization": f"Bearer {live.read_token}"}, timeout=30)
+        assert response.status_code == 200
+        assert response.json() == {
+            "anonymous": False,
+            "scopes": ["read"],
+            "prefix": None,
+            "name": "token-2",
+        }
+        assert requests.get(url, timeout=30).status_code == 401
