@@ -88,7 +88,8 @@ def test_whoami_is_in_the_openapi_document(client: FlaskClient) -> None:
 def test_over_the_wire_with_tokens_from_the_config_file(tmp_path: Path) -> None:
     with token_server(tmp_path) as live:
         url = live.url + "/api/v1/whoami"
-        response = requests.get(url, headers={"Authorization": f"Bearer {live.read_token}"}, timeout=30)
+        headers = {"Authorization": f"Bearer {live.read_token}"}
+        response = requests.get(url, headers=headers, timeout=30)
         assert response.status_code == 200
         assert response.json() == {
             "anonymous": False,
