@@ -6,11 +6,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test test-tools lint fix bench bench-memory clean
+.PHONY: serve test test-tools lint fix ui bench bench-memory clean
 
 # The Debian packages the tests drive: curl (the original curl commands), Node.js and npm
-# (tus-js-client), strace (the sendfile and fsync checks). Installed when missing.
-TEST_TOOLS := curl npm strace
+# (tus-js-client, axe-core), strace (the sendfile and fsync checks), chromium (the web UI's
+# tests, through Playwright). Installed when missing.
+TEST_TOOLS := curl npm strace chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(STAMP): pyproject.toml
@@ -39,6 +40,16 @@ test-tools:
 
 tests/js/node_modules: tests/js/package-lock.json | test-tools
 	cd tests/js && npm ci --no-audit --no-fund && touch node_modules
+
+# make ui: refresh the web UI's vendored tus-js-client from the version locked in
+# tests/js/package-lock.json (the page itself needs no build, and serving it no npm)
+TUS_JS := tests/js/node_modules/tus-js-client
+ui: tests/js/node_modules
+	cp $(TUS_JS)/dist/tus.min.js src/filedock/static/ui/vendor/tus.min.js
+	cp $(TUS_JS)/LICENSE src/filedock/static/ui/vendor/tus-js-client.LICENSE
+	version=$$(node -p 'require("./$(TUS_JS)/package.json").version') && \
+	  sed -i "s/tus-js-client [0-9][0-9.]* as published/tus-js-client $$version as published/" \
+	  src/filedock/static/ui/vendor/README.md
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -309,6 +309,11 @@ def _principal() -> Principal:
         raise AccessDenied.unauthorized(str(exc)) from None
 
 
+def current_token() -> Token | None:
+    """The token the current request presented; None when the server has no tokens."""
+    return _principal().token
+
+
 def allowed(scope: str, key: str | None) -> bool:
     """May the current request use scope on key? (For filtering listings.)"""
     return _principal().may(scope, key)

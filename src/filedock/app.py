@@ -7,8 +7,8 @@ from typing import Any
 from flask import Flask, Response, request
 from flask_cors import CORS
 
-from . import access, context, errors, metrics, request_ids
-from .api import compat, docs, documents, files, health, presign, tus
+from . import access, context, errors, metrics, request_ids, web
+from .api import compat, docs, documents, files, health, presign, tus, whoami
 from .config import Settings
 from .routing import AnyPathConverter, came_from_utf8
 from .storage import InvalidKey, check_key, open_storage
@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     access.init_app(app, settings)
     app.before_request(refuse_writes_when_read_only)
     blueprints = (health.bp, compat.bp, files.bp, documents.bp, tus.bp, presign.bp, docs.bp)
-    for blueprint in blueprints:
+    for blueprint in (*blueprints, whoami.bp, web.bp):
         app.register_blueprint(blueprint)
     return app
 

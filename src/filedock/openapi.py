@@ -26,7 +26,8 @@ FRAGMENT_MODULES: tuple[str, ...] = (
     "filedock.api.docs",
     "filedock.api.health",
     "filedock.api.compat",
-    "filedock.openapi",  # ANNOUNCED_PATHS, below
+    "filedock.api.whoami",
+    "filedock.openapi",  # OPENAPI_PATHS, below: the web UI's page
 )
 
 PROBLEM_SCHEMA: dict[str, Any] = {
@@ -208,50 +209,8 @@ def add_problem_examples(responses: dict[str, Any]) -> None:
             media["example"] = problem_example(int(status), response.get("description", ""))
 
 
-# Endpoints of API.md that are documented here, ahead of their handlers: GET /api/v1/whoami
-# (section 8) and the web UI at GET / (section 12).
-WHOAMI_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["anonymous", "scopes", "prefix", "name"],
-    "properties": {
-        "anonymous": {"type": "boolean", "description": "True when no tokens are configured."},
-        "scopes": {
-            "type": "array",
-            "items": {"enum": ["read", "write", "admin"]},
-            "description": "What the caller may do; all of them when anonymous.",
-        },
-        "prefix": {"type": ["string", "null"], "description": "The token's path prefix."},
-        "name": {"type": ["string", "null"], "description": "The token's name."},
-    },
-}
-
-OPENAPI_SCHEMAS: dict[str, Any] = {"Whoami": WHOAMI_SCHEMA}
-
-ANNOUNCED_PATHS: dict[str, Any] = {
-    "/api/v1/whoami": {
-        "get": {
-            "operationId": "getWhoami",
-            "summary": "What the caller's token (or the open server) allows",
-            "tags": ["auth"],
-            "responses": {
-                "200": {
-                    "description": "The caller's scopes, prefix and token name.",
-                    "content": {
-                        "application/json": {
-                            "schema": {"$ref": "#/components/schemas/Whoami"},
-                            "example": {
-                                "anonymous": False,
-                                "scopes": ["read", "write"],
-                                "prefix": "team-a",
-                                "name": "team-a-uploader",
-                            },
-                        }
-                    },
-                },
-                "401": problem_response("An unknown token: `unauthorized`"),
-            },
-        }
-    },
+# The web UI's page (API.md section 12); its blueprint serves HTML and assets, no API.
+OPENAPI_PATHS: dict[str, Any] = {
     "/": {
         "get": {
             "operationId": "getWebUi",
@@ -267,4 +226,3 @@ ANNOUNCED_PATHS: dict[str, Any] = {
         }
     },
 }
-OPENAPI_PATHS = ANNOUNCED_PATHS
