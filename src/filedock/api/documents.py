@@ -115,7 +115,10 @@ def patch_document(key: Key) -> Response:
     """Apply a merge patch or a JSON Patch to the document, without losing concurrent updates."""
     access.require("read", key)
     if request.mimetype not in (*jsondocs.PATCH_TYPES, jsondocs.JSON):
-        raise unsupported_patch_type(f"a PATCH body must be {' or '.join(jsondocs.PATCH_TYPES)}")
+        raise unsupported_patch_type(
+            f"a PATCH body must be {' or '.join(jsondocs.PATCH_TYPES)}, "
+            f"or a JSON object sent as {jsondocs.JSON} (a merge patch)"
+        )
     settings = get_settings()
     patch = jsondocs.decode_patch(read_body(settings.max_json_bytes))
     if request.mimetype == jsondocs.JSON_PATCH:
