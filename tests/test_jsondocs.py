@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+import random
 import threading
 from pathlib import Path
 from typing import Any
 
+import jsonpatch
 import pytest
 
 from filedock import jsondocs
@@ -18,11 +20,19 @@ from filedock.jsondocs import (
     InvalidPatch,
     InvalidPointer,
     JsonTooComplex,
+    LoneSurrogate,
     PatchConflict,
     PatchTestFailed,
     PointerNotFound,
 )
-from filedock.storage import Key, LocalStorage, MemoryStorage, PreconditionFailed, check_key
+from filedock.storage import (
+    Key,
+    LocalStorage,
+    MemoryStorage,
+    PreconditionFailed,
+    TooLarge,
+    check_key,
+)
 
 DEEP = b"[" * 100_000 + b"]" * 100_000
 
@@ -150,7 +160,7 @@ def test_malformed_json_patch(patch: Any) -> None:
 
 
 def apply(document: Any, patch: list[dict[str, Any]]) -> Any:
-    return jsondocs.apply_json_patch(document, jsondocs.check_json_patch(patch))
+    return jsondocs.apply_json_patch(document, jsondocs.check_json_patch(patch), 1 << 20)
 
 
 def test_all_six_operations() -> None:
@@ -272,3 +282,159 @@ def test_patch_with_if_match_does_not_retry() -> None:
     with pytest.raises(PreconditionFailed):
         jsondocs.patch_document(storage, key, racing, 1000, if_match=etag, cache=DocumentCache())
     assert storage.open(key).read() == b'{"n": 10}'
+
+
+# -- JSON Patch: the size of the document is tracked exactly, operation by operation ----------
+
+
+def sizes_after_each_operation(document: Any, patch: list[dict[str, Any]]) -> list[int]:
+    """The serialised size of the document after each operation, applied without a bound."""
+    sizes = []
+    for end in range(1, len(patch) + 1):
+        result = apply(json.loads(json.dumps(document)), patch[:end])
+        sizes.append(len(jsondocs.dump_json(result)))
+    return sizes
+
+
+def assert_tracked_exactly(document: Any, patch: list[dict[str, Any]]) -> None:
+    """After each operation the run knows the document's exact size: a limit of the largest
+    size so far lets the patch through, and one byte less stops it at an operation that grew
+    the document to that size."""
+    sizes = sizes_after_each_operation(document, patch)
+    before = [len(jsondocs.dump_json(document)), *sizes[:-1]]
+    for end in range(1, len(patch) + 1):
+        peak = max(sizes[:end])
+        checked = jsondocs.check_json_patch(patch[:end])
+        jsondocs.apply_json_patch(json.loads(json.dumps(document)), checked, peak)
+        grew = [i for i in range(end) if sizes[i] == peak and sizes[i] > before[i]]
+        if grew:
+            with pytest.raises(TooLarge):
+                jsondocs.apply_json_patch(json.loads(json.dumps(document)), checked, peak - 1)
+
+
+TRACKED: list[tuple[Any, list[dict[str, Any]]]] = [
+    (
+        # the padding keeps what is copied below max_bytes, the copies' own bound
+        {"a": 1, "list": [], "obj": {}, 'k"é\n': "ü", "pad": "p" * 400},
+        [
+            {"op": "add", "path": "/obj/x", "value": "é"},
+            {"op": "add", "path": "/obj/y", "value": [1, 2.5, None, True]},
+            {"op": "add", "path": "/obj/x", "value": {"deeper": "ß"}},
+            {"op": "add", "path": "/list/-", "value": "a"},
+            {"op": "add", "path": "/list/0", "value": "b"},
+            {"op": "add", "path": "/list/2", "value": {"c": [1]}},
+            {"op": "remove", "path": "/list/1"},
+            {"op": "replace", "path": "/a", "value": "a much longer value"},
+            {"op": "move", "from": "/obj/y", "path": "/moved"},
+            {"op": "move", "from": "/list/0", "path": "/list/-"},
+            {"op": "move", "from": "/list/1", "path": '/k"é\n'},
+            {"op": "copy", "from": "/obj", "path": "/list/0"},
+            {"op": "copy", "from": "/obj", "path": "/again"},
+            {"op": "test", "path": "/a", "value": "a much longer value"},
+            {"op": "remove", "path": "/obj/x"},
+            {"op": "remove", "path": "/obj"},
+            {"op": "move", "from": "/again", "path": ""},
+            {"op": "replace", "path": "", "value": {"fresh": ["start", "é"]}},
+            {"op": "add", "path": "/fresh/1", "value": "mid"},
+            {"op": "remove", "path": "/fresh/0"},
+            {"op": "remove", "path": "/fresh/0"},
+            {"op": "remove", "path": "/fresh/0"},
+            {"op": "add", "path": "", "value": []},
+            {"op": "add", "path": "/-", "value": {}},
+            {"op": "add", "path": "/0/", "value": 0},
+        ],
+    ),
+    ([[1], [2, 3]], [{"op": "move", "from": "/0/0", "path": "/1/1"}]),
+    ({"a": {"b": {"c": "x" * 50}}}, [{"op": "move", "from": "/a/b", "path": "/a"}]),
+    ({"a": {"b": "x"}, "c": "y" * 20}, [{"op": "move", "from": "/a/b", "path": "/c"}]),
+]
+
+
+@pytest.mark.parametrize(("document", "patch"), TRACKED)
+def test_patch_size_is_tracked_exactly(document: Any, patch: list[dict[str, Any]]) -> None:
+    assert_tracked_exactly(document, patch)
+
+
+def random_value(rng: random.Random, depth: int = 0) -> Any:
+    kind = rng.randrange(7 if depth < 3 else 4)
+    if kind == 0:
+        return rng.choice([None, True, False])
+    if kind == 1:
+        return rng.choice([0, -7, 12345678901234567890, 1.5, -2.25e-8])
+    if kind in (2, 3):
+        return "".join(rng.choice('ab"\\é\n€😀') for _ in range(rng.randrange(4)))
+    if kind in (4, 5):
+        return {rng.choice("abcdé\"'"): random_value(rng, depth + 1) for _ in range(4)}
+    return [random_value(rng, depth + 1) for _ in range(rng.randrange(4))]
+
+
+def test_patch_size_is_tracked_exactly_for_diffs_of_random_documents() -> None:
+    rng = random.Random(6902)
+    for _ in range(60):
+        source, target = random_value(rng, 1), random_value(rng, 1)
+        patch = jsonpatch.make_patch(source, target).patch  # add, remove, replace and move
+        assert apply(json.loads(json.dumps(source)), patch) == target
+        if patch:
+            assert_tracked_exactly(source, patch)
+
+
+def test_doubling_patch_stops_at_the_limit_and_copies_are_bounded() -> None:
+    doubling = jsondocs.check_json_patch([{"op": "copy", "from": "/a", "path": "/a/-"}] * 40)
+    with pytest.raises(TooLarge, match="operation 7: the patched document would pass 10000"):
+        jsondocs.apply_json_patch({"a": [1], "pad": "p" * 9000}, doubling, 10_000)
+    # copying and removing again and again keeps the document small, but the copies add up
+    churn = [
+        {"op": "copy", "from": "/a", "path": "/b"},
+        {"op": "remove", "path": "/b"},
+    ] * 3
+    with pytest.raises(TooLarge, match="copies more than 1000 bytes"):
+        apply_bounded({"a": "x" * 400}, churn, 1000)
+    assert apply_bounded({"a": "x" * 400}, churn[:4], 1000) == {"a": "x" * 400}
+    # moving to the root is measured like a copy; moving elsewhere is not measured at all
+    inward = [{"op": "move", "from": "/a", "path": ""}]
+    nested: Any = {"a": "x" * 300}
+    for _ in range(4):
+        nested = {"a": nested, "b": 1}
+    with pytest.raises(TooLarge, match="copies more than 1000 bytes"):
+        apply_bounded(nested, inward * 4, 1000)
+    swaps = [{"op": "move", "from": "/a", "path": "/b"}, {"op": "move", "from": "/b", "path": "/a"}]
+    assert apply_bounded({"a": "x" * 900}, swaps * 500, 1000) == {"a": "x" * 900}
+
+
+def apply_bounded(document: Any, patch: list[dict[str, Any]], max_bytes: int) -> Any:
+    return jsondocs.apply_json_patch(document, jsondocs.check_json_patch(patch), max_bytes)
+
+
+def test_json_patch_operations_are_capped() -> None:
+    noop = {"op": "test", "path": "", "value": {}}
+    assert jsondocs.MAX_PATCH_OPERATIONS == 1000
+    with pytest.raises(TooLarge, match="1001 operations; the limit is 1000"):
+        jsondocs.check_json_patch([noop] * 1001)
+    assert apply_bounded({}, [noop] * 1000, 100) == {}
+
+
+# -- lone surrogates and long array indices -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data", [b'"\\ud800"', b'{"a": "x\\uDC00"}', b'{"\\udbff": 1}', b'["\\ud800\\ud800"]']
+)
+def test_lone_surrogate_is_not_json(data: bytes) -> None:
+    with pytest.raises(LoneSurrogate):
+        jsondocs.parse_json(data)
+
+
+def test_surrogate_pairs_and_escaped_backslashes_are_json() -> None:
+    assert jsondocs.parse_json(b'"\\ud83d\\ude00"') == "\U0001f600"
+    assert jsondocs.parse_json(b'"\\\\ud800"') == "\\ud800"  # a backslash, then text
+
+
+def test_serialising_a_lone_surrogate_is_an_invalid_json_error() -> None:
+    with pytest.raises(LoneSurrogate):
+        jsondocs.dump_json({"a": "\ud800"})
+
+
+def test_pointer_index_of_thousands_of_digits_is_not_found() -> None:
+    with pytest.raises(PointerNotFound):
+        jsondocs.resolve_pointer([1, 2], ["9" * 5000])
+    assert jsondocs.resolve_pointer({"9" * 5000: 1}, ["9" * 5000]) == 1

@@ -99,8 +99,13 @@ def parse_limit(value: str | None) -> int:
     """The page size: 1 to 1000, 100 by default."""
     if value is None:
         return DEFAULT_LIMIT
-    # ASCII digits only: str.isdigit() also accepts "²" (int() then fails) and "١"
-    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_LIMIT:
+    # ASCII digits only: str.isdigit() also accepts "²" (int() then fails) and "١"; and few of
+    # them: int() refuses thousands of digits (leading zeros too) with a ValueError.
+    if (
+        not (value.isascii() and value.isdigit())
+        or len(value) > 10
+        or not 1 <= int(value) <= MAX_LIMIT
+    ):
         raise BadRequest(f"limit must be an integer from 1 to {MAX_LIMIT}, not {value!r}")
     return int(value)
 

@@ -8,19 +8,21 @@ its target."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 from flask import Blueprint, Response, request, url_for
 from werkzeug.exceptions import ClientDisconnected
 from werkzeug.http import http_date
 
 from .. import access
+from ..bodies import BodyReader, IncompleteBody
 from ..context import get_settings, get_storage
 from ..errors import ApiError, to_response
 from ..resumable import (
     CHECKSUM_ALGORITHMS,
     EXTENSIONS,
     TUS_VERSION,
+    Checksum,
     InvalidUpload,
     Target,
     Upload,
@@ -42,8 +44,29 @@ def uploads() -> Uploads:
     return Uploads(
         get_storage(),
         get_settings().max_upload_bytes,
-        disconnect_errors=(ClientDisconnected, OSError),
+        disconnect_errors=(ClientDisconnected, OSError, IncompleteBody),
     )
+
+
+def append_body(rules: Uploads, upload_id: str, offset: int, checksum: Checksum | None) -> Upload:
+    """Append this request's body to the upload at offset.
+
+    A body that ends before its Content-Length, or a chunked one that breaks off before its
+    last chunk, is answered 400. What did arrive stays in the upload, as tus asks (a client
+    that lost its connection resumes from HEAD's Upload-Offset, not from the start), but it is
+    not acknowledged: a broken request never gets a success answer, unless the bytes that
+    arrived were all the upload still lacked (it is then complete, and committed)."""
+    body = BodyReader(request.stream, request.content_length)
+    upload = rules.append(upload_id, offset, cast(BinaryIO, body), request.content_length, checksum)
+    if body.incomplete and not upload.done:
+        raise ApiError(
+            400,
+            "bad-request",
+            f"the request body ended early, after {body.received} bytes; the upload keeps "
+            f"what arrived: continue from Upload-Offset {upload.offset}",
+            headers={"Upload-Offset": str(upload.offset)},
+        )
+    return upload
 
 
 def new_upload_target(metadata_header: str) -> Target:
@@ -140,7 +163,7 @@ def post_upload() -> Any:
     url = location(upload.id)
     if has_body:
         try:
-            upload = rules.append(upload.id, 0, request.stream, request.content_length, checksum)
+            upload = append_body(rules, upload.id, 0, checksum)
         except Exception as exc:  # the upload exists: tell the client where, with the error
             response = to_response(exc)
             response.headers["Location"] = url
@@ -169,7 +192,7 @@ def patch_upload(upload_id: str) -> Any:
         raise ApiError(415, "unsupported-media-type", f"a PATCH body must be {OFFSET_OCTET_STREAM}")
     offset = parse_offset(request.headers.get("Upload-Offset"), "Upload-Offset")
     checksum = parse_checksum(request.headers.get("Upload-Checksum"))
-    upload = rules.append(upload.id, offset, request.stream, request.content_length, checksum)
+    upload = append_body(rules, upload.id, offset, checksum)
     headers = upload_headers(upload)
     del headers["Upload-Length"]
     return empty(204, headers)
