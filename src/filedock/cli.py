@@ -38,6 +38,11 @@ def main() -> None:
     help="Serve with no tokens on a non-loopback address.",
 )
 @click.option("--read-only", is_flag=True, default=None, help="Answer every write with 403.")
+@click.option(
+    "--trusted-proxies",
+    type=int,
+    help="Proxies in front whose X-Forwarded-* headers to believe (default 0).",
+)
 def serve_command(config_file: str | None, **flags: Any) -> None:
     """Run the production server (gunicorn) until SIGTERM or Ctrl-C."""
     try:

@@ -52,12 +52,16 @@ class Settings:
     read_only: bool = False
     tokens: tuple[Token, ...] = ()
     secret_key: str = ""
+    # Proxies in front of the server whose X-Forwarded-* headers are believed (0: none).
+    trusted_proxies: int = 0
     config_file: str = field(default="", metadata={"env": False})
 
     def __post_init__(self) -> None:
         for name in ("workers", "threads", "client_timeout"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if self.trusted_proxies < 0:
+            raise ConfigError(f"trusted_proxies must be 0 or more, not {self.trusted_proxies}")
 
     @classmethod
     def load(
