@@ -9,8 +9,9 @@ STAMP := $(VENV)/.installed
 .PHONY: serve test test-tools lint fix bench bench-memory clean
 
 # The Debian packages the tests drive: curl (the original curl commands), Node.js and npm
-# (tus-js-client), strace (the sendfile and fsync checks). Installed when missing.
-TEST_TOOLS := curl npm strace
+# (tus-js-client), strace (the sendfile and fsync checks), nginx (several instances behind a
+# proxy). Installed when missing.
+TEST_TOOLS := curl npm strace nginx
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(STAMP): pyproject.toml
