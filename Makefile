@@ -10,8 +10,8 @@ STAMP := $(VENV)/.installed
 
 # The Debian packages the tests drive: curl (the original curl commands), Node.js and npm
 # (tus-js-client), strace (the sendfile and fsync checks), nginx (several instances behind a
-# proxy). Installed when missing.
-TEST_TOOLS := curl npm strace nginx
+# proxy), systemd-analyze (checks deploy/filedock.service). Installed when missing.
+TEST_TOOLS := curl npm strace nginx systemd-analyze
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(STAMP): pyproject.toml
@@ -32,7 +32,7 @@ test: $(STAMP) test-tools tests/js/node_modules
 test-tools:
 	@missing=""; for tool in $(TEST_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then \
-	  packages=$$(echo $$missing | sed 's/\bnpm\b/nodejs npm/'); \
+	  packages=$$(echo $$missing | sed 's/\bnpm\b/nodejs npm/; s/\bsystemd-analyze\b/systemd/'); \
 	  echo "installing the Debian packages the tests use: $$packages"; \
 	  $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$packages; \
@@ -45,6 +45,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+	$(BIN)/hadolint deploy/Dockerfile
 
 fix: $(STAMP)
 	$(BIN)/ruff check --fix src tests bench
