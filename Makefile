@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test test-tools lint fix bench bench-memory clean
+.PHONY: serve test test-tools lint fix bench bench-memory soak clean
 
 # The Debian packages the tests drive: curl (the original curl commands), Node.js and npm
 # (tus-js-client), strace (the sendfile and fsync checks), nginx (several instances behind a
@@ -66,6 +66,12 @@ bench: $(BENCH_STAMP)
 # make bench-memory: peak RSS of the server during a 2 GiB upload and download, and sendfile use
 bench-memory: $(STAMP)
 	$(BIN)/python bench/memory.py $(ARGS)
+
+# make soak: a mixed load through nginx on three instances of one store, one restarted every
+# minute; reports requests, errors, acknowledged writes lost (must be 0) and memory. Not in CI.
+SOAK_SECONDS ?= 300
+soak: $(STAMP) test-tools
+	$(BIN)/python bench/soak.py --seconds $(SOAK_SECONDS) $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info
