@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -84,6 +85,22 @@ def test_a_request_id_set_by_nginx_or_the_client_is_in_the_instance_log(
             f"request_id={rid} " in line for s in cluster.instances for line in list(s.output)
         ))  # fmt: skip
         assert any(f"request_id={request_id} " in line for line in cluster.nginx_output)
+
+
+def test_the_instance_logs_the_client_nginx_saw(cluster: Cluster) -> None:
+    # From another loopback address than nginx's own (127.0.0.1) to the instances.
+    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Request-ID: from-dot-two\r\n"
+    request += b"X-Forwarded-For: 192.0.2.66\r\nConnection: close\r\n\r\n"  # forged
+    port = int(cluster.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), 10, ("127.0.0.2", 0)) as sock:
+        sock.sendall(request)
+        answer = sock.makefile("rb").read()
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    lines: list[str] = []
+    wait_for(lambda: bool(lines.extend(
+        line for s in cluster.instances for line in list(s.output) if "from-dot-two" in line
+    ) or lines))  # fmt: skip
+    assert lines[0].startswith("127.0.0.2 "), lines[0]
 
 
 def test_an_instance_killed_mid_upload(cluster: Cluster, tmp_path: Path) -> None:

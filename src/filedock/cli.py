@@ -61,6 +61,7 @@ CONFIG_OPTION = click.option(
 )
 STORE_OPTION = click.option(
     "--store",
+    metavar="STORE",
     help="Keep the tokens in this store instead, shared by every server of it.",
 )
 
