@@ -487,11 +487,15 @@ class LocalStorage:
                     yield rel + name
 
     def check(self) -> None:
-        """Write, read back and remove a probe file."""
-        self.put_state("probe", b"ok")
-        if self.get_state("probe") != b"ok":
-            raise OSError("the store did not read back what was written")
-        self.delete_state("probe")
+        """Write, read back and remove a probe record of this call's own: probes of other
+        threads, workers and instances at the same moment must not remove it under it."""
+        name = f"probe-{uuid.uuid4().hex}"
+        self.put_state(name, b"ok")
+        try:
+            if self.get_state(name) != b"ok":
+                raise OSError("the store did not read back what was written")
+        finally:
+            self.delete_state(name)
 
     # -- state records -----------------------------------------------------------------------
 
