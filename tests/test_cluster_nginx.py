@@ -84,7 +84,9 @@ def test_a_request_id_set_by_nginx_or_the_client_is_in_the_instance_log(
         wait_for(lambda rid=request_id: any(  # type: ignore[misc]
             f"request_id={rid} " in line for s in cluster.instances for line in list(s.output)
         ))  # fmt: skip
-        assert any(f"request_id={request_id} " in line for line in cluster.nginx_output)
+        wait_for(lambda rid=request_id: any(  # type: ignore[misc]
+            f"request_id={rid} " in line for line in list(cluster.nginx_output)
+        ))  # fmt: skip
 
 
 def test_the_instance_logs_the_client_nginx_saw(cluster: Cluster) -> None:
