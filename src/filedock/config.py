@@ -52,6 +52,8 @@ class Settings:
     read_only: bool = False
     tokens: tuple[Token, ...] = ()
     secret_key: str = ""
+    # Proxies in front of the server whose X-Forwarded-* headers are believed (0: none).
+    trusted_proxies: int = 0
     config_file: str = field(default="", metadata={"env": False})
 
     def __post_init__(self) -> None:
@@ -63,6 +65,8 @@ class Settings:
                 raise ConfigError(f"{name} must not be negative, not {getattr(self, name)}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be between 0 and 65535, not {self.port}")
+        if self.trusted_proxies < 0:
+            raise ConfigError(f"trusted_proxies must be 0 or more, not {self.trusted_proxies}")
 
     @classmethod
     def load(

@@ -23,10 +23,12 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.workers.gthread import ThreadWorker
 from prometheus_client import multiprocess
 
+from . import tokenstore
 from .app import create_app
 from .config import Settings
 from .errors import problem_body
 from .metrics import MULTIPROC_ENV
+from .storage import open_storage
 
 # A gthread worker's main loop heartbeats the arbiter while its threads serve requests, so this
 # timeout bounds a hung worker, never the length of an upload or download.
@@ -59,10 +61,13 @@ def check_exposure(settings: Settings) -> None:
     """Refuse to open a server with no tokens beyond loopback unless explicitly allowed."""
     if settings.tokens or settings.allow_anonymous or is_loopback(settings.host):
         return
+    if tokenstore.holds_tokens(open_storage(settings)):
+        return
     raise ServeError(
         f"refusing to listen on {settings.host}: no tokens are configured, so anyone who can "
         "reach it could read and write the store. Create a token with "
-        "'filedock token create --config FILE --scope read,write' and pass --config FILE, "
+        "'filedock token create --config FILE --scope read,write' and pass --config FILE "
+        "(or keep it in the store: 'filedock token create --store STORE ...'), "
         "or pass --allow-anonymous to serve it open on purpose."
     )
 

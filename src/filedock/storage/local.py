@@ -408,6 +408,7 @@ class LocalStorage:
                     os.rmdir(path)  # an empty folder holds no objects: the file may take its place
                 except OSError:
                     raise Conflict(f"{key} is a folder that holds objects") from None
+            _move_time_on(path, staging)
             st = os.stat(staging)
             meta: dict[str, object] = {
                 "stamp": [st.st_ino, st.st_size, st.st_mtime_ns],
@@ -486,11 +487,15 @@ class LocalStorage:
                     yield rel + name
 
     def check(self) -> None:
-        """Write, read back and remove a probe file."""
-        self.put_state("probe", b"ok")
-        if self.get_state("probe") != b"ok":
-            raise OSError("the store did not read back what was written")
-        self.delete_state("probe")
+        """Write, read back and remove a probe record of this call's own: probes of other
+        threads, workers and instances at the same moment must not remove it under it."""
+        name = f"probe-{uuid.uuid4().hex}"
+        self.put_state(name, b"ok")
+        try:
+            if self.get_state(name) != b"ok":
+                raise OSError("the store did not read back what was written")
+        finally:
+            self.delete_state(name)
 
     # -- state records -----------------------------------------------------------------------
 
@@ -648,6 +653,24 @@ class LocalStorage:
         """Remove the staging file if it is still there."""
         with suppress(FileNotFoundError):
             os.unlink(self._upload_path(staging_id))
+
+
+def _move_time_on(path: str, staging: str) -> None:
+    """Give a new version of a file a modification time later than the version it replaces.
+
+    Each process remembers descriptions by (device, inode, size, mtime). A replaced version's
+    inode number is freed and soon reused, and a coarse clock (before Linux 6.13 file times
+    advance once a tick, a few milliseconds) gives every file written within one tick the
+    same time: a later version of the same size could then look, to a process that cached an
+    earlier one, like that earlier one, and it would serve the old ETag and accept an If-Match
+    on it (a lost update). Times that only go up per path never repeat."""
+    try:
+        previous = os.stat(path).st_mtime_ns
+    except OSError:
+        return
+    st = os.stat(staging)
+    if st.st_mtime_ns <= previous:
+        os.utime(staging, ns=(st.st_atime_ns, previous + 1))
 
 
 def _etag_matches(header: str, info: ObjectInfo) -> bool:
