@@ -102,7 +102,8 @@ PROBLEMS: dict[type[Exception], tuple[int, str]] = {
     InvalidUpload: (400, "bad-request"),
     UploadNotFound: (404, "not-found"),
     OffsetMismatch: (409, "conflict"),
-    TargetExists: (409, "exists"),
+    # not 409: tus clients take a 409 for an offset conflict and retry it
+    TargetExists: (412, "exists"),
     Locked: (423, "conflict"),
     ChecksumMismatch: (460, "digest-mismatch"),
     NotResumable: (501, "internal"),

@@ -295,12 +295,15 @@ OPENAPI_PATHS: dict[str, Any] = {
                 },
                 "400": _problem("bad Upload-Length or Upload-Metadata, invalid path"),
                 "403": _problem("read-only server"),
-                "409": _problem("exists: the target exists and overwrite is not set"),
+                "412": _problem(
+                    "exists: the target exists and overwrite is not set (not 409, which tus "
+                    "clients retry as an offset conflict); precondition-failed: Tus-Resumable "
+                    "missing or not 1.0.0 (answer carries Tus-Version)"
+                ),
                 "413": _problem("Upload-Length past Tus-Max-Size"),
                 "415": _problem(f"a body that is not {OFFSET_OCTET_STREAM}"),
                 "460": _problem("the body does not match Upload-Checksum"),
-            }
-            | _COMMON_ERRORS,
+            },
         },
     },
     "/api/v1/uploads/{upload_id}": {
@@ -340,13 +343,17 @@ OPENAPI_PATHS: dict[str, Any] = {
                 "204": {"description": "chunk stored durably", "headers": _STATE_OUT},
                 "400": _problem("bad Upload-Offset or Upload-Checksum"),
                 "404": _problem("no such upload (or expired)"),
-                "409": _problem("conflict: Upload-Offset mismatch; exists: target taken at commit"),
+                "409": _problem("conflict: Upload-Offset mismatch, or a parent is a file"),
+                "412": _problem(
+                    "exists: the target appeared meanwhile and overwrite is not set; the "
+                    "upload stays (DELETE it, or clear the target and send an empty PATCH); "
+                    "precondition-failed: Tus-Resumable missing or not 1.0.0"
+                ),
                 "413": _problem("the chunk passes Upload-Length"),
                 "415": _problem(f"Content-Type is not {OFFSET_OCTET_STREAM}"),
                 "423": _problem("another request is writing to this upload"),
                 "460": _problem("the chunk does not match Upload-Checksum; not kept"),
-            }
-            | _COMMON_ERRORS,
+            },
         },
         "delete": {
             "summary": "Terminate the upload (termination)",
