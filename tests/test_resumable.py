@@ -112,12 +112,18 @@ def test_parse_metadata_refuses(header: str) -> None:
 
 
 def test_parse_target() -> None:
-    assert parse_target({"path": "x/y"}) == Target(Key("x/y"), False, "")
+    # the type is decided here (API.md section 3): guessed when none useful is declared
+    assert parse_target({"path": "x/y"}) == Target(Key("x/y"), False, "application/octet-stream")
+    assert parse_target({"path": "a.png"}).content_type == "image/png"
+    assert parse_target({"path": "a.png", "filetype": "image/gif"}).content_type == "image/gif"
+    generic = {"path": "a.png", "filetype": "application/octet-stream"}
+    assert parse_target(generic).content_type == "image/png"
     assert parse_target({"filename": "..\\..\\z.txt", "filetype": "text/plain"}) == Target(
         Key("z.txt"), False, "text/plain"
     )
     assert parse_target({"path": "p", "overwrite": "true"}).overwrite
-    assert parse_target({"path": "p", "filetype": "text/html\r\nX: y"}).content_type == ""
+    bad_type = {"path": "p.txt", "filetype": "text/html\r\nX: y"}
+    assert parse_target(bad_type).content_type == "text/plain"
     with pytest.raises(InvalidKey):
         parse_target({"path": "a/../b"})
     with pytest.raises(InvalidKey):

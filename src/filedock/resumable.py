@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import IO, Any, BinaryIO, Protocol, cast
 
+from .mediatypes import choose_type
 from .sha256state import TAG, ResumableSha256
 from .storage import (
     AlreadyExists,
@@ -61,7 +62,6 @@ SWEEP_RECORD = "uploads-swept-at"
 ID_PATTERN = re.compile(r"[0-9a-f]{32}")
 METADATA_KEY = re.compile(r"[!-~]+")  # printable ASCII without space; commas checked apart
 BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
-MEDIA_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]{1,127}/[A-Za-z0-9!#$&^_.+-]{1,127}")
 
 
 class UploadError(Exception):
@@ -186,9 +186,8 @@ def parse_target(metadata: dict[str, str]) -> Target:
     overwrite = metadata.get("overwrite", "false")
     if overwrite not in ("true", "false"):
         raise InvalidUpload("the 'overwrite' metadata is 'true' or 'false'")
-    filetype = metadata.get("filetype", "")
-    content_type = filetype.lower() if MEDIA_TYPE.fullmatch(filetype) else ""
-    return Target(key, overwrite == "true", content_type)
+    # `filetype` counts as a declared Content-Type (API.md section 3)
+    return Target(key, overwrite == "true", choose_type(key, metadata.get("filetype")))
 
 
 def parse_checksum(header: str | None) -> Checksum | None:

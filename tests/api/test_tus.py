@@ -737,6 +737,20 @@ class TestTusJsClient:
         assert out["event"] == "success"
         assert_stored(store_dir, "js/full.bin", payload)
 
+    def test_generic_filetype_gives_the_extensions_type(
+        self, live_server: LiveServer, store_dir: Path
+    ) -> None:
+        source = store_dir.parent / "photo.jpg"
+        source.write_bytes(os.urandom(3000))
+        # tus_upload.js declares filetype application/octet-stream, as browsers do for files
+        # whose type they do not know: the name's extension then tells the type
+        out = node(live_server.url + UPLOADS, str(source), "js/photo.jpg", "1024")
+        assert out["event"] == "success"
+        meta = requests.get(live_server.url + "/api/v1/meta/js/photo.jpg", timeout=30).json()
+        assert meta["content_type"] == "image/jpeg"
+        download = requests.get(live_server.url + "/api/v1/files/js/photo.jpg", timeout=30)
+        assert download.headers["Content-Type"] == "image/jpeg"
+
     def test_resume_after_restart(
         self, restartable: list[LiveServer], store_dir: Path, payload: Path
     ) -> None:

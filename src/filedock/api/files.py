@@ -11,7 +11,7 @@ from flask import Blueprint, Response, jsonify, request, url_for
 from werkzeug.http import http_date, parse_options_header
 from werkzeug.wsgi import wrap_file
 
-from .. import access
+from .. import access, mediatypes
 from ..bodies import body_reader
 from ..conditional import (
     RangeNotSatisfiable,
@@ -26,7 +26,6 @@ from ..downloads import content_disposition, must_download
 from ..errors import ApiError, BadRequest, lookup
 from ..multipart import StagedForm, client_basename, stage_form
 from ..openapi import PATH_PARAMETER, header, header_parameter, problem_responses
-from ..resumable import MEDIA_TYPE
 from ..storage import (
     AlreadyExists,
     InvalidKey,
@@ -42,7 +41,6 @@ from ..storage import (
     check_segment,
 )
 from ..storage.base import MAX_KEY_BYTES
-from ..storage.local import guess_type
 from .shapes import metadata_json
 
 bp = Blueprint("files", __name__, url_prefix="/api/v1")
@@ -118,22 +116,9 @@ def visible_items(storage: Storage, prefix: str, after: str) -> Iterator[ObjectI
             yield info
 
 
-def request_content_type() -> str:
-    """The media type the client declared for a body ("" lets the store guess from the name)."""
-    return media_type(request.headers.get("Content-Type", ""))
-
-
-def media_type(header: str) -> str:
-    """type/subtype (plus a charset) of a Content-Type value, or "" when it has none."""
-    mimetype, options = parse_options_header(header)
-    # One type/subtype (as tus's filetype is checked): a list ("text/plain, text/html") is
-    # read by browsers as its last valid type, and control characters make no media type.
-    if not MEDIA_TYPE.fullmatch(mimetype):
-        return ""
-    charset = options.get("charset", "")
-    if charset and charset.replace("-", "").replace("_", "").isalnum() and len(charset) < 40:
-        return f"{mimetype}; charset={charset}"
-    return mimetype
+def request_content_type(key: Key) -> str:
+    """The media type to store the request's body at key with (API.md section 3)."""
+    return mediatypes.choose_type(key, request.headers.get("Content-Type"))
 
 
 def refuse_declared_size(limit: int) -> None:
@@ -229,9 +214,9 @@ def download_headers(info: ObjectInfo, plan: ReadPlan) -> dict[str, str]:
     }
     if plan.status == 304:
         return headers
-    headers["Content-Type"] = info.content_type or "application/octet-stream"
+    headers["Content-Type"] = info.content_type or mediatypes.OCTET_STREAM
     wanted = request.args.get("download", "") in ("1", "true")
-    if wanted or must_download([info.content_type, guess_type(info.key)]):
+    if wanted or must_download([info.content_type, mediatypes.guess_type(info.key)]):
         headers["Content-Disposition"] = content_disposition(info.key.rsplit("/", 1)[-1])
     if plan.status == 206:
         headers["Content-Range"] = plan.range.content_range
@@ -300,7 +285,8 @@ def put_file(key: Key) -> Response:
     staged = storage.stage(body, settings.max_upload_bytes)
     try:
         digest.verify(staged.sha256)
-        info, created = commit_staged(storage, key, staged, request_content_type(), conditions)
+        content_type = request_content_type(key)
+        info, created = commit_staged(storage, key, staged, content_type, conditions)
     finally:
         storage.discard(staged)
     return metadata_response(info, 201 if created else 200)
@@ -358,7 +344,7 @@ def commit_form(
             check_segment(name)
             key = check_key(f"{folder}/{name}" if folder else name)
             access.require("write", key)
-            content_type = media_type(item.content_type)
+            content_type = mediatypes.choose_type(key, item.content_type)
             conditions = WriteConditions(if_none_match=not overwrite)
             saved.append(commit_staged(storage, key, item.staged, content_type, conditions)[0])
         except (InvalidKey, StorageError, access.AccessDenied) as exc:
