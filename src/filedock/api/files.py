@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from flask import Blueprint, Response, jsonify, request, url_for
@@ -24,6 +23,7 @@ from ..context import get_settings, get_storage
 from ..digests import DigestCheck, content_digest
 from ..downloads import content_disposition, must_download
 from ..errors import ApiError, BadRequest, lookup
+from ..listing import list_page
 from ..multipart import StagedForm, client_basename, stage_form
 from ..openapi import PATH_PARAMETER, header, header_parameter, problem_responses
 from ..storage import (
@@ -103,19 +103,6 @@ def parse_limit(value: str | None) -> int:
     return int(value)
 
 
-def visible_items(storage: Storage, prefix: str, after: str) -> Iterator[ObjectInfo]:
-    """The objects a listing shows, in path order: the one place to filter what a caller
-    may see: only what the caller's token may read, under a name that is a valid path
-    (files put in a local store by hand may have names no request can address)."""
-    for info in storage.list(prefix, after):
-        try:
-            check_key(info.key)
-        except InvalidKey:
-            continue
-        if access.allowed("read", info.key):
-            yield info
-
-
 def request_content_type(key: Key) -> str:
     """The media type to store the request's body at key with (API.md section 3)."""
     return mediatypes.choose_type(key, request.headers.get("Content-Type"))
@@ -139,15 +126,17 @@ def list_files() -> Response:
     limit = parse_limit(request.args.get("limit"))
     cursor = request.args.get("cursor")
     after = decode_cursor(cursor) if cursor else ""
-    items: list[ObjectInfo] = []
-    more = False
-    for info in visible_items(get_storage(), prefix, after):
-        if len(items) == limit:
-            more = True
-            break
-        items.append(info)
-    next_cursor = encode_cursor(items[-1].key) if more else None
-    return jsonify({"items": [metadata_json(i) for i in items], "next_cursor": next_cursor})
+    # only what the caller may read: the walk narrowed to its token's prefix, each key checked
+    page = list_page(
+        get_storage(),
+        prefix,
+        after,
+        limit,
+        access.readable_prefix(),
+        lambda key: access.allowed("read", key),
+    )
+    next_cursor = encode_cursor(page.items[-1].key) if page.more else None
+    return jsonify({"items": [metadata_json(i) for i in page.items], "next_cursor": next_cursor})
 
 
 @bp.get("/meta/<anypath:key>")

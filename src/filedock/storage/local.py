@@ -502,27 +502,39 @@ class LocalStorage:
 
     def list(self, prefix: str = "", after: str = "") -> Iterator[ObjectInfo]:
         """Every object whose key starts with prefix, in key order, after `after`."""
-        base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
-        if base and any(s in ("", ".", "..") for s in base.split("/")):
-            return  # no key has such a prefix; never walk outside the root
-        try:
-            keys = sorted(k for k in self._walk(base) if k.startswith(prefix) and k > after)
-        except OSError:
-            return
-        for key in keys:
+        for key in self.list_keys(prefix, after):
             try:
                 yield self.stat(Key(key))
             except (ObjectNotFound, InvalidKey):
                 continue
 
-    def _walk(self, base: str) -> Iterator[str]:
+    def list_keys(self, prefix: str = "", after: str = "") -> Iterator[str]:
+        """Every key that starts with prefix, in key order, after `after`; nothing is read
+        or hashed (a file's name may still be one no request can address)."""
+        base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        if base and any(s in ("", ".", "..") for s in base.split("/")):
+            return  # no key has such a prefix; never walk outside the root
+        try:
+            keys = sorted(k for k in self._walk(base, prefix) if k.startswith(prefix) and k > after)
+        except OSError:
+            return
+        yield from keys
+
+    def _walk(self, base: str, prefix: str = "") -> Iterator[str]:
         top = os.path.join(self.root, base) if base else self.root
         if os.path.realpath(top) != os.path.normpath(top):
             return
         for dirpath, dirnames, filenames in os.walk(top):
             rel = os.path.relpath(dirpath, self.root)
             rel = "" if rel == os.curdir else rel + "/"
-            dirnames[:] = [d for d in dirnames if not d.startswith(RESERVED_PREFIX)]
+            # only into folders whose keys can start with prefix (team-a and team-ab/ for
+            # "team-a", not team-b/)
+            dirnames[:] = [
+                d
+                for d in dirnames
+                if not d.startswith(RESERVED_PREFIX)
+                and ((rel + d + "/").startswith(prefix) or prefix.startswith(rel + d + "/"))
+            ]
             for name in filenames:
                 if not name.startswith(RESERVED_PREFIX):
                     yield rel + name
