@@ -325,6 +325,15 @@ def readable_prefix() -> str | None:
     return ""
 
 
+def requester() -> str:
+    """Who is asking, for limits per client: a token (by its hash), else the address the
+    request came from (an anonymous client, or a signed link)."""
+    principal = _principal()
+    if principal.token is not None:
+        return f"token {principal.token.hash}"
+    return f"address {request.remote_addr or ''}"
+
+
 def require(scope: str, key: str | None) -> None:
     """Raise AccessDenied (403, or 401 without credentials) unless the request may use
     scope on key; key None means the whole store."""

@@ -30,6 +30,7 @@ from ..resumable import (
     parse_offset,
     parse_target,
 )
+from ..upload_quota import Limits
 
 bp = Blueprint("tus", __name__, url_prefix="/api/v1/uploads")
 
@@ -39,10 +40,12 @@ OVERRIDABLE = ("PATCH", "DELETE", "HEAD")
 
 def uploads() -> Uploads:
     """The tus rules over this app's store."""
+    settings = get_settings()
     return Uploads(
         get_storage(),
-        get_settings().max_upload_bytes,
+        settings.max_upload_bytes,
         disconnect_errors=(ClientDisconnected, OSError),
+        limits=Limits(settings.max_open_uploads, settings.open_upload_bytes_limit),
     )
 
 
@@ -136,7 +139,7 @@ def post_upload() -> Any:
     metadata_header = request.headers.get("Upload-Metadata", "")
     target = new_upload_target(metadata_header)
     rules = uploads()
-    upload = rules.create(length, metadata_header, target)
+    upload = rules.create(length, metadata_header, target, access.requester())
     url = location(upload.id)
     if has_body:
         try:
@@ -294,7 +297,12 @@ OPENAPI_PATHS: dict[str, Any] = {
                     "headers": _STATE_OUT | {"Location": _header("the upload's URL")},
                 },
                 "400": _problem("bad Upload-Length or Upload-Metadata, invalid path"),
-                "403": _problem("read-only server"),
+                "403": _problem(
+                    "read-only: a read-only server; too-many-uploads: this client (its token, "
+                    "or its address without one) has max_open_uploads unfinished uploads, or "
+                    "they would claim more than max_open_upload_bytes; forbidden: no write "
+                    "scope on the target"
+                ),
                 "412": _problem(
                     "exists: the target exists and overwrite is not set (not 409, which tus "
                     "clients retry as an offset conflict); precondition-failed: Tus-Resumable "
