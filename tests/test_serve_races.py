@@ -48,39 +48,41 @@ def run_threads(count: int, work: Callable[[int], None]) -> None:
 def test_writes_beside_deletes_of_the_last_file_in_a_folder(
     four_workers: LiveServer, store_dir: Path, api: str
 ) -> None:
-    # Each thread writes a file into one shared, deep folder and deletes it again, so the
-    # folder keeps losing its last file (and being removed) while others write into it.
-    base = f"{four_workers.url}/api/v1/{api}/shared/deeper/deepest"
-    files = f"{four_workers.url}/api/v1/files/shared/deeper/deepest"  # JSON has no DELETE
-    rounds = 120
+    # Two threads per folder each write a file of their own into it and delete it again, so
+    # the folder (and the two above it) keep losing their last file and being removed while
+    # the other thread writes into them. Each thread's last file is kept.
+    folders = [f"race{i}/deeper/deepest" for i in range(THREADS // 2)]
+    rounds = 150
     statuses: Counter[int] = Counter()
-    kept: dict[str, bytes] = {}
     lock = threading.Lock()
 
+    def body(index: int, n: int) -> bytes:
+        return f'{{"thread": {index}, "round": {n}}}'.encode()
+
     def work(index: int) -> None:
+        name = f"{folders[index // 2]}/t{index}.json"
+        url = f"{four_workers.url}/api/v1/{api}/{name}"
         with requests.Session() as http:
             for n in range(rounds):
-                name = f"t{index}-{n}.json"
-                body = f'{{"thread": {index}, "round": {n}}}'.encode()
-                put = http.put(f"{base}/{name}", data=body, timeout=60)
+                put = http.put(url, data=body(index, n), timeout=60)
                 with lock:
                     statuses[put.status_code] += 1
                 assert put.status_code == 201, (put.status_code, put.text)
-                got = http.get(f"{base}/{name}", timeout=60)
-                assert got.status_code == 200 and got.content == body, got.status_code
-                if n % 10 == 9:  # some are kept: they must all be there at the end
-                    with lock:
-                        kept[name] = body
-                    continue
-                deleted = http.delete(f"{files}/{name}", timeout=60)
+                if n == rounds - 1:
+                    break
+                # JSON documents have no DELETE of their own
+                deleted = http.delete(f"{four_workers.url}/api/v1/files/{name}", timeout=60)
                 with lock:
                     statuses[deleted.status_code] += 1
                 assert deleted.status_code == 204, (deleted.status_code, deleted.text)
 
     run_threads(THREADS, work)
     assert 500 not in statuses
-    folder = store_dir / "shared" / "deeper" / "deepest"
-    assert {p.name: p.read_bytes() for p in folder.iterdir()} == kept
+    for index in range(THREADS):  # every acknowledged write is there
+        name = f"{folders[index // 2]}/t{index}.json"
+        got = requests.get(f"{four_workers.url}/api/v1/files/{name}", timeout=60)
+        assert got.status_code == 200 and got.content == body(index, rounds - 1)
+        assert (store_dir / name).read_bytes() == body(index, rounds - 1)
 
 
 def test_concurrent_readiness_probes_all_see_a_healthy_store(four_workers: LiveServer) -> None:
