@@ -51,18 +51,21 @@ def spans(prefix: str, readable: str | None) -> list[Span]:
 def candidate_keys(storage: Storage, span: Span, after: str) -> Iterator[Candidate]:
     """Keys of one span after `after`, in order, each with its description when the store's
     listing had it anyway (None: describe it only if it is returned)."""
+    if span.exact:
+        # The key P of a token's prefix comes first in any page that reaches it, so it is
+        # described only when it is returned; and no walk goes through P's neighbours (P.txt,
+        # Pb/), which the caller may not read.
+        if span.prefix > after:
+            try:
+                yield span.prefix, storage.stat(check_key(span.prefix))
+            except (ObjectNotFound, InvalidKey):
+                pass
+        return
     if isinstance(storage, KeyListing):
         found: Iterator[Candidate] = ((key, None) for key in storage.list_keys(span.prefix, after))
     else:
         found = ((info.key, info) for info in storage.list(span.prefix, after))
-    for key, info in found:
-        if span.exact:
-            if key == span.prefix:
-                yield key, info
-            if key >= span.prefix:  # keys come in order: nothing later is the one
-                return
-            continue
-        yield key, info
+    yield from found
 
 
 def list_page(

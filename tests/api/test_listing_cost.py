@@ -20,6 +20,7 @@ API = "/api/v1"
 TOKENS = (
     Token(hash_token("team-a-reader"), ("read",), "team-a", "team-a reader"),
     Token(hash_token("everything"), ("read",), "", "reader"),
+    Token(hash_token("one-file"), ("read",), "team-c", "team-c reader"),
 )
 TEAM_A = [f"team-a/{name}" for name in ("a.txt", "b/c.txt", "b/d.txt", "e.json", "z.bin")]
 
@@ -109,3 +110,21 @@ def test_a_whole_store_listing_hashes_one_page(client: FlaskClient, store_dir: P
     assert paths(response)[:6] == ["team-a.txt", *sorted(TEAM_A)]
     assert paths(response)[6].startswith("team-ab/")
     assert len(paths(response)) == 100
+
+
+def test_a_token_whose_prefix_is_a_file_lists_that_file(
+    client: FlaskClient, store_dir: Path
+) -> None:
+    (store_dir / "team-c").write_bytes(b"one file")
+    (store_dir / "team-c.bak").write_bytes(b"beside it")
+    (store_dir / "team-cd").mkdir()
+    (store_dir / "team-cd" / "x").write_bytes(b"beside it")
+    for prefix in ("", "team", "team-c"):
+        query = {"prefix": prefix}
+        response = client.get(f"{API}/files", query_string=query, headers=auth("one-file"))
+        assert paths(response) == ["team-c"] and response.json["next_cursor"] is None
+    assert hashed(store_dir) == 1
+    after = client.get(
+        f"{API}/files", query_string={"cursor": "dGVhbS1j"}, headers=auth("one-file")
+    )  # the cursor after team-c
+    assert after.json == {"items": [], "next_cursor": None}
