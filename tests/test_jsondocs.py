@@ -233,13 +233,90 @@ def test_cache_follows_hand_edits(tmp_path: Path) -> None:
 
 
 def test_cache_is_bounded() -> None:
-    storage, cache = MemoryStorage(), DocumentCache(max_bytes=100)
+    entry = jsondocs.ENTRY_OVERHEAD_BYTES + 40
+    storage, cache = MemoryStorage(), DocumentCache(max_bytes=3 * entry)
     keys = [check_key(f"d{i}.json") for i in range(5)]
     for key in keys:
         write(storage, key, b'"' + b"x" * 38 + b'"')
         jsondocs.get_document(storage, key, 1000, cache)
-    assert cache.get(keys[0], storage.stat(keys[0]).etag) is None
+    assert cache.get(keys[1], storage.stat(keys[1]).etag) is None
     assert cache.get(keys[4], storage.stat(keys[4]).etag) is not None
+    assert len(cache) == 3 and cache.size == 3 * entry
+
+
+def test_cache_holds_one_version_per_document() -> None:
+    storage, cache = MemoryStorage(), DocumentCache()
+    key = check_key("counter.json")
+    write(storage, key, b'{"n": 0}')
+    for n in range(1, 200):
+        jsondocs.patch_document(storage, key, jsondocs.merge_patcher({"n": n}), 1000, cache=cache)
+    assert len(cache) == 1
+    doc = jsondocs.get_document(storage, key, 1000, cache)
+    assert doc.value() == {"n": 199}
+    assert cache.size == doc.cost < 2 * jsondocs.ENTRY_OVERHEAD_BYTES
+
+
+def test_cache_counts_parsed_values_and_derived_bodies() -> None:
+    storage, cache = MemoryStorage(), DocumentCache()
+    key = check_key("many.json")
+    data = b"[" + b",".join([b"{}"] * 10_000) + b"]"
+    write(storage, key, data)
+    doc = jsondocs.get_document(storage, key, 1 << 20, cache)
+    before = cache.size
+    assert len(doc.value()) == 10_000
+    assert cache.size > before + 20 * len(data)  # the parsed value is many times the text
+    grown = cache.size
+    assert doc.derived("body", lambda d: b"x" * 5000) == b"x" * 5000
+    assert cache.size == grown + 5000 == doc.cost
+
+
+def test_cache_evicts_what_it_grew_past() -> None:
+    storage = MemoryStorage()
+    keys = [check_key(f"d{i}.json") for i in range(2)]
+    for key in keys:
+        write(storage, key, b"[" + b",".join([b"{}"] * 2000) + b"]")
+    cache = DocumentCache(max_bytes=250_000)
+    docs = [jsondocs.get_document(storage, key, 1 << 20, cache) for key in keys]
+    assert len(cache) == 2
+    for doc in docs:
+        doc.value()  # ~150 KB each once parsed: the first must go
+    assert cache.get(keys[0], docs[0].etag) is None and cache.size <= cache.max_bytes
+    assert cache.get(keys[1], docs[1].etag) is docs[1]
+
+
+def test_a_large_documents_parsed_value_is_not_kept() -> None:
+    storage, cache = MemoryStorage(), DocumentCache()
+    key = check_key("large.json")
+    data = b"[" + b",".join([b"{}"] * (jsondocs.KEEP_PARSED_BYTES // 2)) + b"]"
+    write(storage, key, data)
+    doc = jsondocs.get_document(storage, key, 1 << 20, cache)
+    doc.check()
+    assert doc.value() is not doc.value()  # parsed for each use
+    assert cache.size == doc.cost == jsondocs.ENTRY_OVERHEAD_BYTES + len(data)
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (b"[" + b"{}," * 200_000 + b"oops]", InvalidDocument),
+        (b"[" + b"1," * 200_000 + b"1e999]", JsonTooComplex),
+        (b"[" + b"1," * 200_000 + b"1" * 5000 + b"]", JsonTooComplex),
+        (b"[" + b"1," * 200_000 + b"NaN]", InvalidDocument),
+        (b'["\xff' + b"1," * 200_000 + b'"]', InvalidDocument),
+        (b"[" * 200_000 + b"]" * 200_000, JsonTooComplex),
+    ],
+)
+def test_a_large_document_is_checked_as_a_small_one_is(data: bytes, error: type) -> None:
+    storage = MemoryStorage()
+    key = check_key("large.json")
+    write(storage, key, data)
+    doc = jsondocs.get_document(storage, key, 1 << 20, DocumentCache())
+    assert len(data) > jsondocs.KEEP_PARSED_BYTES
+    for _ in range(2):
+        with pytest.raises(error):
+            doc.check()
+    with pytest.raises(error):
+        doc.value()
 
 
 def test_invalid_stored_document() -> None:

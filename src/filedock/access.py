@@ -342,6 +342,26 @@ def allowed(scope: str, key: str | None) -> bool:
     return _principal().may(scope, key)
 
 
+def readable_prefix() -> str | None:
+    """The part of the store the request may read: "" all of it, a token's prefix P (P and
+    P/...), None nothing. Listings narrow their walk to it before describing any object."""
+    principal = _principal()
+    if principal.token is not None:
+        return principal.token.prefix if auth.has_scope(principal.token, auth.READ) else None
+    if principal.grant is not None:
+        return None  # a signed link is for one method on one path, never a listing
+    return ""
+
+
+def requester() -> str:
+    """Who is asking, for limits per client: a token (by its hash), else the address the
+    request came from (an anonymous client, or a signed link)."""
+    principal = _principal()
+    if principal.token is not None:
+        return f"token {principal.token.hash}"
+    return f"address {request.remote_addr or ''}"
+
+
 def require(scope: str, key: str | None) -> None:
     """Raise AccessDenied (403, or 401 without credentials) unless the request may use
     scope on key; key None means the whole store."""

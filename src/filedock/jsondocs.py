@@ -22,11 +22,12 @@ import json
 import math
 import random
 import re
+import sys
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import jsonpatch
@@ -434,81 +435,207 @@ class _PatchRun:
 # -- the document cache ----------------------------------------------------------------------
 
 
-@dataclass
+# What a cached version costs beyond its bytes (the entry, its key and ETag strings, its lock):
+# measured at about 1 KiB; counted generously so that many small versions are bounded too.
+ENTRY_OVERHEAD_BYTES = 2048
+# A parsed document takes many times its text (up to ~25x for `[{},{},...]`): the parsed value
+# is kept only for documents up to this size, and counted at its measured size; larger ones
+# are parsed again by each request that needs the value (a pointer, a merge patch).
+KEEP_PARSED_BYTES = 256 << 10
+
+
 class Document:
     """One version of a stored document: its exact bytes, and its parsed value on demand."""
 
-    data: bytes
-    etag: str
-    _value: Any = None
-    _error: InvalidJson | None = None
-    _parsed: bool = False
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _derived: dict[str, bytes] = field(default_factory=dict, repr=False)
+    def __init__(self, data: bytes, etag: str) -> None:
+        self.data = data
+        self.etag = etag
+        self._value: Any = None
+        self._error: InvalidJson | None = None
+        self._checked = False
+        self._parsed = False
+        self._lock = threading.Lock()
+        self._derived: dict[str, bytes] = {}
+        self._extra = 0  # bytes held beside data: the parsed value, derived bodies
+        self._grew: Callable[[Document, int], None] | None = None  # told of _extra's growth
+        self._charged = 0  # what the cache holding it counts for it (kept by the cache)
+
+    @property
+    def cost(self) -> int:
+        """About how much memory this version holds (what the cache counts)."""
+        return ENTRY_OVERHEAD_BYTES + len(self.data) + self._extra
+
+    def _add(self, size: int) -> None:
+        self._extra += size
+        if self._grew is not None:
+            self._grew(self, size)
 
     def derived(self, name: str, make: Callable[[Document], bytes]) -> bytes:
         """Bytes computed from this version once (say, a response body), then reused."""
         found = self._derived.get(name)
         if found is None:
-            found = self._derived[name] = make(self)
+            found = make(self)
+            with self._lock:
+                if name not in self._derived:
+                    self._derived[name] = found
+                    self._add(len(found))
         return found
+
+    def check(self) -> None:
+        """Raise InvalidDocument (or JsonTooComplex) unless the bytes are JSON; decided once
+        per version, without keeping the parsed value of a large document."""
+        if not self._checked:
+            if len(self.data) <= KEEP_PARSED_BYTES:
+                self._parse()
+            else:
+                with self._lock:
+                    if not self._checked:
+                        self._error = _document_error(self.data)
+                        self._checked = True
+        if self._error is not None:
+            raise self._error
 
     def value(self) -> Any:
         """The parsed document (shared: never modify it). InvalidDocument if not JSON."""
-        if not self._parsed:
-            with self._lock:
-                if not self._parsed:
-                    try:
-                        self._value = parse_json(self.data)
-                    except JsonTooComplex as exc:
-                        self._error = exc
-                    except InvalidJson as exc:
-                        self._error = InvalidDocument(f"the stored object is not JSON: {exc}")
-                    self._parsed = True
-        if self._error is not None:
-            raise self._error
+        self.check()
+        if len(self.data) > KEEP_PARSED_BYTES:
+            return parse_json(self.data)
         return self._value
+
+    def _parse(self) -> None:
+        with self._lock:
+            if self._parsed:
+                return
+            try:
+                self._value = parse_json(self.data)
+            except JsonTooComplex as exc:
+                self._error = exc
+            except InvalidJson as exc:
+                self._error = InvalidDocument(f"the stored object is not JSON: {exc}")
+            self._parsed = self._checked = True
+        if self._error is None:
+            self._add(deep_size(self._value))
 
     def fresh_value(self) -> Any:
         """A private parsed copy of the document, safe to modify."""
-        self.value()  # raise the document's error if it has one
+        self.check()  # raise the document's error if it has one
         return parse_json(self.data)
 
 
-class DocumentCache:
-    """Recently used documents of this process, keyed by (key, ETag), bounded in bytes."""
+def _document_error(data: bytes) -> InvalidJson | None:
+    """What is wrong with stored bytes as JSON (None: nothing), found without building the
+    document: objects are dropped as they are read, so a large one is never held whole."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return InvalidDocument("the stored object is not JSON: it is not valid UTF-8")
+    try:
+        json.loads(
+            text,
+            parse_constant=_reject_constant,
+            parse_float=_parse_float,
+            object_pairs_hook=_drop,
+        )
+    except RecursionError:
+        return JsonTooComplex("the document is nested too deeply")
+    except JsonTooComplex as exc:
+        return exc
+    except InvalidJson as exc:
+        return InvalidDocument(f"the stored object is not JSON: {exc}")
+    except json.JSONDecodeError as exc:
+        return InvalidDocument(f"the stored object is not JSON: {exc}")
+    except ValueError:  # an integer past Python's digit limit
+        return JsonTooComplex("the document has a number with too many digits")
+    return None
 
-    def __init__(self, max_bytes: int = 32 << 20) -> None:
+
+def _drop(pairs: list[tuple[str, Any]]) -> None:
+    return None
+
+
+def deep_size(value: Any) -> int:
+    """The memory a parsed JSON value holds, every object counted (shared ones each time)."""
+    size = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        size += sys.getsizeof(item)
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return size
+
+
+class DocumentCache:
+    """Recently used documents of this process: the current version of each key (an older
+    one is never served again once stat() shows a newer ETag), bounded by what the versions
+    really hold (Document.cost: bytes, parsed values, derived bodies and the entry itself)."""
+
+    def __init__(self, max_bytes: int = 32 << 20, max_entries: int = 4096) -> None:
         self.max_bytes = max_bytes
-        self._entries: OrderedDict[tuple[str, str], Document] = OrderedDict()
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, Document] = OrderedDict()
         self._size = 0
         self._lock = threading.Lock()
+
+    @property
+    def size(self) -> int:
+        """What the cached versions hold, as counted."""
+        return self._size
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
     def get(self, key: str, etag: str) -> Document | None:
         """The cached version of key with this ETag, if any."""
         with self._lock:
-            doc = self._entries.get((key, etag))
-            if doc is not None:
-                self._entries.move_to_end((key, etag))
+            doc = self._entries.get(key)
+            if doc is None or doc.etag != etag:
+                return None
+            self._entries.move_to_end(key)
             return doc
 
     def put(self, key: str, doc: Document) -> None:
-        """Remember a version; the least recently used ones go when over budget."""
-        if len(doc.data) > self.max_bytes:
+        """Remember a version (in place of the key's older one); the least recently used go
+        when over budget."""
+        if doc.cost > self.max_bytes:
             return
         with self._lock:
-            old = self._entries.pop((key, doc.etag), None)
+            old = self._entries.pop(key, None)
             if old is not None:
-                self._size -= len(old.data)
-            self._entries[(key, doc.etag)] = doc
-            self._size += len(doc.data)
-            while self._size > self.max_bytes:
-                _, evicted = self._entries.popitem(last=False)
-                self._size -= len(evicted.data)
+                self._forget(old)
+            self._entries[key] = doc
+            doc._grew = self._grew
+            doc._charged = doc.cost
+            self._size += doc._charged
+            self._evict()
+
+    def _grew(self, doc: Document, size: int) -> None:
+        """A cached version now holds size bytes more (its parsed value, a derived body)."""
+        with self._lock:
+            if doc._grew is not None:  # still cached
+                doc._charged += size
+                self._size += size
+                self._evict()
+
+    def _forget(self, doc: Document) -> None:
+        doc._grew = None
+        self._size -= doc._charged
+
+    def _evict(self) -> None:
+        while self._entries and (
+            self._size > self.max_bytes or len(self._entries) > self.max_entries
+        ):
+            _, evicted = self._entries.popitem(last=False)
+            self._forget(evicted)
 
     def clear(self) -> None:
         """Forget everything."""
         with self._lock:
+            for doc in self._entries.values():
+                doc._grew = None
             self._entries.clear()
             self._size = 0
 

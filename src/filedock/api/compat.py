@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 from werkzeug.http import parse_options_header
 
-from .. import access
+from .. import access, mediatypes
 from ..bodies import IncompleteBody, body_reader
 from ..context import get_settings, get_storage
 from ..jsondocs import Document, InvalidJson, get_document
@@ -22,7 +22,6 @@ from ..storage import (
     check_key,
     check_segment,
 )
-from .files import media_type
 
 bp = Blueprint("compat", __name__)
 
@@ -110,7 +109,7 @@ def store_files_list() -> Any:
         for item, name in zip(form.files, names, strict=True):
             try:
                 key = check_key(name)
-                storage.commit(key, item.staged, media_type(item.content_type))
+                storage.commit(key, item.staged, mediatypes.choose_type(key, item.content_type))
             except StorageError:
                 error_files += "," + item.filename
                 continue

@@ -81,9 +81,8 @@ def get_document(key: Key) -> Response:
     pointer = request.args.get("pointer", "")
     tokens = jsondocs.parse_pointer(pointer) if pointer else []
     doc = jsondocs.get_document(get_storage(), key, get_settings().max_json_bytes)
-    value = doc.value()  # checks the document is JSON (parsed once per version per process)
-    if tokens:
-        value = jsondocs.resolve_pointer(value, tokens)
+    doc.check()  # the document is JSON (decided once per version per process)
+    value = jsondocs.resolve_pointer(doc.value(), tokens) if tokens else None
     if_none_match = request.headers.get("If-None-Match")
     if if_none_match is not None and jsondocs.etag_matches(if_none_match, doc.etag, weak=True):
         response = Response(status=304)

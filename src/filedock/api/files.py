@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from flask import Blueprint, Response, jsonify, request, url_for
 from werkzeug.http import http_date, parse_options_header
 from werkzeug.wsgi import wrap_file
 
-from .. import access
+from .. import access, mediatypes
 from ..bodies import body_reader
 from ..conditional import (
     RangeNotSatisfiable,
@@ -24,9 +23,9 @@ from ..context import get_settings, get_storage
 from ..digests import DigestCheck, content_digest
 from ..downloads import content_disposition, must_download
 from ..errors import ApiError, BadRequest, lookup
+from ..listing import list_page
 from ..multipart import StagedForm, client_basename, stage_form
 from ..openapi import PATH_PARAMETER, header, header_parameter, problem_responses
-from ..resumable import MEDIA_TYPE
 from ..storage import (
     AlreadyExists,
     InvalidKey,
@@ -42,7 +41,6 @@ from ..storage import (
     check_segment,
 )
 from ..storage.base import MAX_KEY_BYTES
-from ..storage.local import guess_type
 from .shapes import metadata_json
 
 bp = Blueprint("files", __name__, url_prefix="/api/v1")
@@ -110,35 +108,9 @@ def parse_limit(value: str | None) -> int:
     return int(value)
 
 
-def visible_items(storage: Storage, prefix: str, after: str) -> Iterator[ObjectInfo]:
-    """The objects a listing shows, in path order: the one place to filter what a caller
-    may see: only what the caller's token may read, under a name that is a valid path
-    (files put in a local store by hand may have names no request can address)."""
-    for info in storage.list(prefix, after):
-        try:
-            check_key(info.key)
-        except InvalidKey:
-            continue
-        if access.allowed("read", info.key):
-            yield info
-
-
-def request_content_type() -> str:
-    """The media type the client declared for a body ("" lets the store guess from the name)."""
-    return media_type(request.headers.get("Content-Type", ""))
-
-
-def media_type(header: str) -> str:
-    """type/subtype (plus a charset) of a Content-Type value, or "" when it has none."""
-    mimetype, options = parse_options_header(header)
-    # One type/subtype (as tus's filetype is checked): a list ("text/plain, text/html") is
-    # read by browsers as its last valid type, and control characters make no media type.
-    if not MEDIA_TYPE.fullmatch(mimetype):
-        return ""
-    charset = options.get("charset", "")
-    if charset and charset.replace("-", "").replace("_", "").isalnum() and len(charset) < 40:
-        return f"{mimetype}; charset={charset}"
-    return mimetype
+def request_content_type(key: Key) -> str:
+    """The media type to store the request's body at key with (API.md section 3)."""
+    return mediatypes.choose_type(key, request.headers.get("Content-Type"))
 
 
 def refuse_declared_size(limit: int) -> None:
@@ -159,15 +131,17 @@ def list_files() -> Response:
     limit = parse_limit(request.args.get("limit"))
     cursor = request.args.get("cursor")
     after = decode_cursor(cursor) if cursor else ""
-    items: list[ObjectInfo] = []
-    more = False
-    for info in visible_items(get_storage(), prefix, after):
-        if len(items) == limit:
-            more = True
-            break
-        items.append(info)
-    next_cursor = encode_cursor(items[-1].key) if more else None
-    return jsonify({"items": [metadata_json(i) for i in items], "next_cursor": next_cursor})
+    # only what the caller may read: the walk narrowed to its token's prefix, each key checked
+    page = list_page(
+        get_storage(),
+        prefix,
+        after,
+        limit,
+        access.readable_prefix(),
+        lambda key: access.allowed("read", key),
+    )
+    next_cursor = encode_cursor(page.items[-1].key) if page.more else None
+    return jsonify({"items": [metadata_json(i) for i in page.items], "next_cursor": next_cursor})
 
 
 @bp.get("/meta/<anypath:key>")
@@ -234,9 +208,9 @@ def download_headers(info: ObjectInfo, plan: ReadPlan) -> dict[str, str]:
     }
     if plan.status == 304:
         return headers
-    headers["Content-Type"] = info.content_type or "application/octet-stream"
+    headers["Content-Type"] = info.content_type or mediatypes.OCTET_STREAM
     wanted = request.args.get("download", "") in ("1", "true")
-    if wanted or must_download([info.content_type, guess_type(info.key)]):
+    if wanted or must_download([info.content_type, mediatypes.guess_type(info.key)]):
         headers["Content-Disposition"] = content_disposition(info.key.rsplit("/", 1)[-1])
     if plan.status == 206:
         headers["Content-Range"] = plan.range.content_range
@@ -305,7 +279,8 @@ def put_file(key: Key) -> Response:
     staged = storage.stage(body, settings.max_upload_bytes)
     try:
         digest.verify(staged.sha256)
-        info, created = commit_staged(storage, key, staged, request_content_type(), conditions)
+        content_type = request_content_type(key)
+        info, created = commit_staged(storage, key, staged, content_type, conditions)
     finally:
         storage.discard(staged)
     return metadata_response(info, 201 if created else 200)
@@ -363,7 +338,7 @@ def commit_form(
             check_segment(name)
             key = check_key(f"{folder}/{name}" if folder else name)
             access.require("write", key)
-            content_type = media_type(item.content_type)
+            content_type = mediatypes.choose_type(key, item.content_type)
             conditions = WriteConditions(if_none_match=not overwrite)
             saved.append(commit_staged(storage, key, item.staged, content_type, conditions)[0])
         except (InvalidKey, StorageError, access.AccessDenied) as exc:

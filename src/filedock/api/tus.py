@@ -32,6 +32,7 @@ from ..resumable import (
     parse_offset,
     parse_target,
 )
+from ..upload_quota import Limits
 
 bp = Blueprint("tus", __name__, url_prefix="/api/v1/uploads")
 
@@ -41,10 +42,12 @@ OVERRIDABLE = ("PATCH", "DELETE", "HEAD")
 
 def uploads() -> Uploads:
     """The tus rules over this app's store."""
+    settings = get_settings()
     return Uploads(
         get_storage(),
-        get_settings().max_upload_bytes,
+        settings.max_upload_bytes,
         disconnect_errors=(ClientDisconnected, OSError, IncompleteBody),
+        limits=Limits(settings.max_open_uploads, settings.open_upload_bytes_limit),
     )
 
 
@@ -159,7 +162,7 @@ def post_upload() -> Any:
     metadata_header = request.headers.get("Upload-Metadata", "")
     target = new_upload_target(metadata_header)
     rules = uploads()
-    upload = rules.create(length, metadata_header, target)
+    upload = rules.create(length, metadata_header, target, access.requester())
     url = location(upload.id)
     if has_body:
         try:
@@ -317,13 +320,21 @@ OPENAPI_PATHS: dict[str, Any] = {
                     "headers": _STATE_OUT | {"Location": _header("the upload's URL")},
                 },
                 "400": _problem("bad Upload-Length or Upload-Metadata, invalid path"),
-                "403": _problem("read-only server"),
-                "409": _problem("exists: the target exists and overwrite is not set"),
+                "403": _problem(
+                    "read-only: a read-only server; too-many-uploads: this client (its token, "
+                    "or its address without one) has max_open_uploads unfinished uploads, or "
+                    "they would claim more than max_open_upload_bytes; forbidden: no write "
+                    "scope on the target"
+                ),
+                "412": _problem(
+                    "exists: the target exists and overwrite is not set (not 409, which tus "
+                    "clients retry as an offset conflict); precondition-failed: Tus-Resumable "
+                    "missing or not 1.0.0 (answer carries Tus-Version)"
+                ),
                 "413": _problem("Upload-Length past Tus-Max-Size"),
                 "415": _problem(f"a body that is not {OFFSET_OCTET_STREAM}"),
                 "460": _problem("the body does not match Upload-Checksum"),
-            }
-            | _COMMON_ERRORS,
+            },
         },
     },
     "/api/v1/uploads/{upload_id}": {
@@ -363,13 +374,17 @@ OPENAPI_PATHS: dict[str, Any] = {
                 "204": {"description": "chunk stored durably", "headers": _STATE_OUT},
                 "400": _problem("bad Upload-Offset or Upload-Checksum"),
                 "404": _problem("no such upload (or expired)"),
-                "409": _problem("conflict: Upload-Offset mismatch; exists: target taken at commit"),
+                "409": _problem("conflict: Upload-Offset mismatch, or a parent is a file"),
+                "412": _problem(
+                    "exists: the target appeared meanwhile and overwrite is not set; the "
+                    "upload stays (DELETE it, or clear the target and send an empty PATCH); "
+                    "precondition-failed: Tus-Resumable missing or not 1.0.0"
+                ),
                 "413": _problem("the chunk passes Upload-Length"),
                 "415": _problem(f"Content-Type is not {OFFSET_OCTET_STREAM}"),
                 "423": _problem("another request is writing to this upload"),
                 "460": _problem("the chunk does not match Upload-Checksum; not kept"),
-            }
-            | _COMMON_ERRORS,
+            },
         },
         "delete": {
             "summary": "Terminate the upload (termination)",

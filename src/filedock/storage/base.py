@@ -251,3 +251,13 @@ class StagingStore(Protocol):
     def delete_staging(self, staging_id: str) -> None:
         """Remove the staging data if it exists."""
         ...
+
+
+@runtime_checkable
+class KeyListing(Protocol):
+    """Listing keys without describing their objects (which can mean hashing them), so a
+    caller can filter keys first and describe only those it returns. Optional."""
+
+    def list_keys(self, prefix: str = "", after: str = "") -> Iterator[str]:
+        """Keys that start with prefix and sort after `after`, in key order."""
+        ...
