@@ -308,7 +308,7 @@ def test_upload_resumable_refused_target_is_dropped(client: Client, tmp_path: Pa
     state = tmp_path / "state.json"
     with pytest.raises(FiledockError) as caught:
         client.upload_resumable(source, "tus/taken.bin", overwrite=False, state_file=state)
-    assert (caught.value.status, caught.value.code) == (409, "exists")
+    assert (caught.value.status, caught.value.code) == (412, "exists")
     assert not state.exists() or json.loads(state.read_text()) == {}
     assert client.upload_resumable(source, "tus/taken.bin", state_file=state)["size"] == 9
 

@@ -1,4 +1,4 @@
-"""Property-based fuzzing of the whole /api/v1 surface from the app's own OpenAPI document.
+"""Property-based fuzzing of every documented endpoint from the app's own OpenAPI document.
 
 schemathesis reads /api/v1/openapi.json from the WSGI app, then for every operation generates
 requests that fit the document and requests that break it (its examples, coverage and fuzzing

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -12,6 +13,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
+from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.test import TestResponse
 
 API = "/api/v1"
@@ -33,35 +35,141 @@ def test_the_document_is_valid_openapi_3_1(spec: dict[str, Any]) -> None:
 
 
 def openapi_path(rule: str) -> str:
-    """A Werkzeug rule as an OpenAPI path: <anypath:key> is {path}, <x> is {x}."""
+    """A Werkzeug rule as an OpenAPI path: an <anypath:...> argument (an object's path) is
+    {path}, any other <x> is {x}."""
     return re.sub(
-        r"<(?:[^:<>]+:)?([^<>]+)>", lambda m: "{path}" if m[1] == "key" else f"{{{m[1]}}}", rule
+        r"<(?:([^:<>]+):)?([^<>]+)>",
+        lambda m: "{path}" if m[1] == "anypath" else f"{{{m[2]}}}",
+        rule,
     )
 
 
-def test_the_url_map_and_the_document_agree(app: Flask, spec: dict[str, Any]) -> None:
+# Rules that are not endpoints of the API: Flask's static folder, which holds the assets of
+# the /docs page (the page itself is documented).
+NOT_ENDPOINTS = {"static"}
+
+
+def served_operations(app: Flask) -> dict[str, set[str]]:
+    """Every route of the app as {OpenAPI path: methods} (OPTIONS aside: CORS answers it)."""
     served: dict[str, set[str]] = {}
     for rule in app.url_map.iter_rules():
-        if rule.rule.startswith(API):
-            methods = {m.lower() for m in rule.methods or ()} - {"options"}
-            served.setdefault(openapi_path(rule.rule), set()).update(methods)
-    documented = {
+        if rule.endpoint in NOT_ENDPOINTS:
+            continue
+        methods = {m.lower() for m in rule.methods or ()} - {"options"}
+        served.setdefault(openapi_path(rule.rule), set()).update(methods)
+    return served
+
+
+def documented_operations(spec: dict[str, Any]) -> dict[str, set[str]]:
+    return {
         path: {key for key in item if key in METHODS} - {"options"}
         for path, item in spec["paths"].items()
     }
-    assert served == documented
+
+
+def test_every_route_is_in_the_document(app: Flask, spec: dict[str, Any]) -> None:
+    served, documented = served_operations(app), documented_operations(spec)
+    assert {"/healthz", "/readyz", "/metrics", "/uploadFiles", "/docs"} <= set(served)
+    assert "/getJsonFromFile/{path}" in served
+    missing = {
+        path: methods - documented.get(path, set())
+        for path, methods in served.items()
+        if methods - documented.get(path, set())
+    }
+    assert missing == {}
+
+
+def test_everything_documented_is_served(app: Flask, spec: dict[str, Any]) -> None:
+    served, documented = served_operations(app), documented_operations(spec)
+    extra = {
+        path: methods - served.get(path, set())
+        for path, methods in documented.items()
+        if methods - served.get(path, set())
+    }
+    assert extra == {}
+
+
+def test_whoami_the_page_and_json_patch_are_documented(spec: dict[str, Any]) -> None:
+    whoami = spec["paths"]["/api/v1/whoami"]["get"]["responses"]["200"]["content"]
+    schema = {**whoami["application/json"]["schema"], "components": spec["components"]}
+    validator = Draft202012Validator(schema)
+    validator.validate({"anonymous": True, "scopes": ["read", "write", "admin"],
+                        "prefix": None, "name": None})  # fmt: skip
+    assert not validator.is_valid({"anonymous": True, "scopes": ["read"]})
+    assert "text/html" in spec["paths"]["/"]["get"]["responses"]["200"]["content"]
+    patch = spec["paths"]["/api/v1/json/{path}"]["patch"]["requestBody"]["content"]
+    assert set(patch) == {
+        "application/merge-patch+json",
+        "application/json-patch+json",
+        "application/json",
+    }
 
 
 def test_every_operation_describes_problem_json_errors(spec: dict[str, Any]) -> None:
     problem = {"$ref": "#/components/schemas/Problem"}
     for path, item in spec["paths"].items():
         for method in (METHODS & set(item)) - {"head"}:  # HEAD answers carry no body
-            responses = item[method]["responses"]
+            operation = item[method]
+            responses = operation["responses"]
             default = responses["default"]["content"]["application/problem+json"]["schema"]
             assert default == problem, (method, path)
+            if "compatibility" in operation.get("tags", ()):
+                continue  # the original's error shape, by contract (API.md section 6)
             for status, response in responses.items():
                 if status.startswith(("4", "5")):
                     assert "application/problem+json" in response["content"], (status, path)
+
+
+# The reason phrases the server sends as a problem's title: HTTP's, and tus's for 460.
+PHRASES = HTTP_STATUS_CODES | {460: "Checksum Mismatch"}
+
+
+def media_examples(media: dict[str, Any]) -> list[Any]:
+    """The examples of a media type object: `example`, and each of `examples`."""
+    found = [media["example"]] if "example" in media else []
+    found += [item["value"] for item in media.get("examples", {}).values()]
+    return found
+
+
+def test_every_example_is_right(spec: dict[str, Any]) -> None:
+    """Each response example fits its schema; a problem's carries its own status, that
+    status's reason phrase as title, and a known code. Every problem response with a status
+    has one (else a docs page makes one up, the same for every status)."""
+    checked = problems = 0
+    for path, item in spec["paths"].items():
+        for method in METHODS & set(item):
+            for status, response in item[method]["responses"].items():
+                for media_type, media in response.get("content", {}).items():
+                    examples = media_examples(media)
+                    is_problem = media_type == "application/problem+json"
+                    if is_problem and status.isdigit():
+                        assert examples, (method, path, status)
+                    for example in examples:
+                        where = (method, path, status, media_type)
+                        if media_type.endswith("json"):
+                            schema = {**media["schema"], "components": spec["components"]}
+                            Draft202012Validator(schema).validate(example)
+                        else:
+                            assert isinstance(example, str), where
+                        checked += 1
+                        if is_problem:
+                            problems += 1
+                            assert example["status"] == int(status), where
+                            assert example["title"] == PHRASES[int(status)], where
+                            assert example["code"] in API_CODES, where
+    assert checked > 50 and problems > 40
+    # The shared schema names no status, title or code of its own: it stands for all of them.
+    assert "example" not in json.dumps(spec["components"]["schemas"]["Problem"])
+
+
+# The stable codes of API.md section 2, and /readyz's not-ready.
+API_CODES = {
+    "invalid-path", "not-found", "conflict", "exists", "too-large", "precondition-failed",
+    "digest-mismatch", "invalid-json", "invalid-patch", "patch-test-failed",
+    "pointer-not-found", "unsupported-media-type", "range-not-satisfiable", "unauthorized",
+    "forbidden", "method-not-allowed", "insufficient-storage", "read-only", "bad-request",
+    "internal", "not-ready",
+}  # fmt: skip
 
 
 def operation_for(spec: dict[str, Any], method: str, url: str) -> dict[str, Any]:
@@ -123,6 +231,14 @@ def test_responses_conform_to_the_document(client: FlaskClient, spec: dict[str, 
         ("GET", f"{API}/openapi.json", {}),
         ("HEAD", f"{API}/meta/m.txt", {}),
         ("HEAD", f"{API}/files?prefix=m", {}),
+        ("GET", "/healthz", {}),
+        ("GET", "/readyz", {}),
+        ("GET", "/metrics", {}),
+        ("GET", "/docs", {}),
+        ("GET", "/getJsonFromFile/missing.json", {}),
+        ("GET", "/getJsonFromFile/", {}),
+        ("GET", "/getJsonFromFile/a/../b", {}),
+        ("POST", "/uploadFiles", {"data": b"{}", "content_type": "application/json"}),
     ]  # fmt: skip
     statuses = set()
     for method, url, kwargs in requests:

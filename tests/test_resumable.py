@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import json
 import os
 import threading
 from pathlib import Path
@@ -32,6 +33,13 @@ from filedock.storage import InvalidKey, Key, Locked, Storage, TooLarge
 from filedock.storage.local import LocalStorage
 from filedock.storage.locks import FileLocker
 from filedock.storage.memory import MemoryStorage
+from filedock.upload_quota import (
+    UNRECORDED_CLAIM_SECONDS,
+    Limits,
+    TooManyUploads,
+    claim_name,
+    owner_of,
+)
 
 
 @pytest.fixture(params=["memory", "local"])
@@ -107,12 +115,18 @@ def test_parse_metadata_refuses(header: str) -> None:
 
 
 def test_parse_target() -> None:
-    assert parse_target({"path": "x/y"}) == Target(Key("x/y"), False, "")
+    # the type is decided here (API.md section 3): guessed when none useful is declared
+    assert parse_target({"path": "x/y"}) == Target(Key("x/y"), False, "application/octet-stream")
+    assert parse_target({"path": "a.png"}).content_type == "image/png"
+    assert parse_target({"path": "a.png", "filetype": "image/gif"}).content_type == "image/gif"
+    generic = {"path": "a.png", "filetype": "application/octet-stream"}
+    assert parse_target(generic).content_type == "image/png"
     assert parse_target({"filename": "..\\..\\z.txt", "filetype": "text/plain"}) == Target(
         Key("z.txt"), False, "text/plain"
     )
     assert parse_target({"path": "p", "overwrite": "true"}).overwrite
-    assert parse_target({"path": "p", "filetype": "text/html\r\nX: y"}).content_type == ""
+    bad_type = {"path": "p.txt", "filetype": "text/html\r\nX: y"}
+    assert parse_target(bad_type).content_type == "text/plain"
     with pytest.raises(InvalidKey):
         parse_target({"path": "a/../b"})
     with pytest.raises(InvalidKey):
@@ -291,3 +305,26 @@ def test_local_upload_data_lives_under_the_reserved_folder(store_dir: Path) -> N
     assert (store_dir / ".filedock" / "uploads" / ("ef" * 16 + ".part")).exists()
     with pytest.raises(ValueError):
         store.create_upload("../../sentinel", Key("t"))
+
+
+# -- open-upload limits (the HTTP side: tests/test_upload_limits_serve.py) ------------------------
+
+
+def test_claims_of_uploads_no_longer_open_are_found_out(store: Any) -> None:
+    clock = Clock()
+    uploads = Uploads(store, 1 << 20, clock=clock, limits=Limits(2, 1 << 30))
+    # a claim whose upload record was never written (the server died in between)...
+    lost = {"length": 10, "at": clock.now}
+    store.put_record(claim_name(owner_of("me"), "0" * 32), json.dumps(lost).encode())
+    # ...and an upload left to expire
+    uploads.create(10, "", target("t/a"), "me")
+    with pytest.raises(TooManyUploads):  # both still count: the lost claim may be in flight
+        uploads.create(10, "", target("t/b"), "me")
+    clock.now += UNRECORDED_CLAIM_SECONDS + 1
+    uploads.create(10, "", target("t/b"), "me")  # the lost claim no longer counts
+    with pytest.raises(TooManyUploads):
+        uploads.create(10, "", target("t/c"), "me")
+    clock.now += resumable.UPLOAD_TTL_SECONDS + 1  # both expire unswept: neither counts
+    uploads.create(10, "", target("t/c"), "me")
+    uploads.create(10, "", target("t/d"), "me")
+    assert len(list(store.list_records(claim_name(owner_of("me"), "")))) == 2

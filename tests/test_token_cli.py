@@ -65,7 +65,7 @@ def test_create_refuses_bad_input(tmp_path: Path) -> None:
     config = tmp_path / "filedock.toml"
     for args in (["--scope", "reed"], ["--scope", ""], ["--scope", "read", "--prefix", "../x"]):
         code, out, err = run("token", "create", "--config", str(config), *args)
-        assert code != 0 and out == "" and "Error" in err, args
+        assert code == 2 and out == "" and err.startswith("filedock: "), args
     assert not config.exists()
     run("token", "create", "--config", str(config), "--scope", "read", "--name", "n")
     code, _, err = run("token", "create", "--config", str(config), "--scope", "read", "--name", "n")

@@ -27,11 +27,11 @@ from urllib.parse import quote, urlencode
 
 from flask import Flask, Response, current_app, g, request
 
-from . import auth
+from . import auth, tokenstore
 from .config import ConfigError, Settings, Token, read_toml
 from .context import get_settings, get_storage
 from .errors import ApiError, problem
-from .storage import ABSENT, AlreadyExists, InvalidKey, Records, check_key
+from .storage import ABSENT, AlreadyExists, InvalidKey, Records, Storage, check_key
 
 log = logging.getLogger("filedock")
 
@@ -94,15 +94,19 @@ class AccessDenied(ApiError):
 
 class TokenSource:
     """The configured tokens, re-read from the config file when it changes, so that
-    `filedock token revoke` takes effect without a restart. Once a server has had tokens it
-    never turns open again: revoking the last token locks it."""
+    `filedock token revoke` takes effect without a restart, and those kept in the store
+    (tokenstore.py), re-read every few seconds. Once a server has had tokens it never turns
+    open again: revoking the last token locks it."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, storage: Storage | None = None) -> None:
         auth.validate_tokens(settings.tokens)
         self._tokens = settings.tokens
         self._path = settings.config_file
         self._signature = self._stat()
-        self._enabled = bool(settings.tokens)
+        self._store = None
+        if isinstance(storage, Records):
+            self._store = tokenstore.StoreTokens(storage, settings.store)
+        self._enabled = bool(settings.tokens) or bool(self._store and self._store.known())
         self._lock = threading.Lock()
         self.secret: bytes | None = None
 
@@ -115,14 +119,22 @@ class TokenSource:
             return None
         return (st.st_mtime_ns, st.st_size, st.st_ino)
 
-    def current(self) -> tuple[bool, tuple[Token, ...]]:
-        """(is auth on, the tokens)."""
+    def current(self) -> tuple[bool, tuple[Token, ...], bool]:
+        """(is auth on, the tokens, whether the store's tokens are missing from them because
+        they could not be read lately: then an unknown token may be one of them)."""
         if self._path:
             signature = self._stat()
             if signature != self._signature:
                 with self._lock:
                     self._reload(signature)
-        return self._enabled, self._tokens
+        if self._store is None:
+            return self._enabled, self._tokens, False
+        try:
+            stored = self._store.current()
+        except tokenstore.StoreTokensUnavailable:
+            return True, self._tokens, True  # the store may hold tokens now: never open
+        self._enabled = self._enabled or bool(stored)
+        return self._enabled, self._tokens + stored, False
 
     def _reload(self, signature: tuple[int, int, int] | None) -> None:
         if signature == self._signature:
@@ -160,8 +172,14 @@ ANYONE = Principal()
 
 def init_app(app: Flask, settings: Settings) -> None:
     """Load the tokens and check every request."""
-    app.extensions[EXTENSION] = TokenSource(settings)
+    app.extensions[EXTENSION] = TokenSource(settings, get_storage_of(app))
     app.before_request(check_request)
+
+
+def get_storage_of(app: Flask) -> Storage:
+    """The store attached to app by context.init_app (before any request)."""
+    with app.app_context():
+        return get_storage()
 
 
 def _source() -> TokenSource:
@@ -209,11 +227,16 @@ def _request_key(rule: Rule) -> str | None:
         return None  # the handler answers 400; only an unprefixed token gets that far
 
 
-def _token_principal(tokens: tuple[Token, ...]) -> Principal:
+def _token_principal(tokens: tuple[Token, ...], store_unread: bool) -> Principal:
     presented = auth.credential_from_header(request.headers.get("Authorization"))
     if presented is None:
         raise auth.Unauthorized("this server needs a token: Authorization: Bearer <token>")
     token = auth.find_token(tokens, presented)
+    if token is None and store_unread:
+        # It may be a token of the store: neither accept it nor call it unknown.
+        raise ApiError(
+            503, "not-ready", "the tokens kept in the store cannot be read", {"Retry-After": "5"}
+        )
     if token is None:
         raise auth.Unauthorized("unknown token")
     return Principal(token=token)
@@ -236,7 +259,7 @@ def _signed_principal(rule: Rule, key: str | None, methods: set[str]) -> Princip
 
 
 def _decide(rule: Rule) -> None:
-    enabled, tokens = _source().current()
+    enabled, tokens, store_unread = _source().current()
     if not enabled:
         g.filedock_principal = ANYONE
         return
@@ -245,7 +268,7 @@ def _decide(rule: Rule) -> None:
     if "Authorization" not in request.headers and auth.SIGNATURE_PARAM in request.args:
         principal = _signed_principal(rule, key, methods)
     else:
-        principal = _token_principal(tokens)
+        principal = _token_principal(tokens, store_unread)
     g.filedock_principal = principal
     if rule.deferred:
         token = principal.token
@@ -309,18 +332,43 @@ def _principal() -> Principal:
     principal = g.get("filedock_principal")
     if isinstance(principal, Principal):
         return principal
-    enabled, tokens = _source().current()
+    enabled, tokens, store_unread = _source().current()
     if not enabled:
         return ANYONE
     try:
-        return _token_principal(tokens)
+        return _token_principal(tokens, store_unread)
     except auth.Unauthorized as exc:
         raise AccessDenied.unauthorized(str(exc)) from None
+
+
+def current_token() -> Token | None:
+    """The token the current request presented; None when the server has no tokens."""
+    return _principal().token
 
 
 def allowed(scope: str, key: str | None) -> bool:
     """May the current request use scope on key? (For filtering listings.)"""
     return _principal().may(scope, key)
+
+
+def readable_prefix() -> str | None:
+    """The part of the store the request may read: "" all of it, a token's prefix P (P and
+    P/...), None nothing. Listings narrow their walk to it before describing any object."""
+    principal = _principal()
+    if principal.token is not None:
+        return principal.token.prefix if auth.has_scope(principal.token, auth.READ) else None
+    if principal.grant is not None:
+        return None  # a signed link is for one method on one path, never a listing
+    return ""
+
+
+def requester() -> str:
+    """Who is asking, for limits per client: a token (by its hash), else the address the
+    request came from (an anonymous client, or a signed link)."""
+    principal = _principal()
+    if principal.token is not None:
+        return f"token {principal.token.hash}"
+    return f"address {request.remote_addr or ''}"
 
 
 def require(scope: str, key: str | None) -> None:

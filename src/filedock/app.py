@@ -6,9 +6,10 @@ from typing import Any
 
 from flask import Flask, Response, request
 from flask_cors import CORS
+from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import access, context, errors, metrics, request_ids
-from .api import compat, docs, documents, files, health, presign, tus
+from . import access, context, errors, metrics, request_ids, web
+from .api import compat, docs, documents, files, health, presign, tus, whoami
 from .config import Settings
 from .routing import AnyPathConverter, came_from_utf8
 from .storage import InvalidKey, check_key, open_storage
@@ -61,9 +62,21 @@ def create_app(settings: Settings | None = None) -> Flask:
     access.init_app(app, settings)
     app.before_request(refuse_writes_when_read_only)
     blueprints = (health.bp, compat.bp, files.bp, documents.bp, tus.bp, presign.bp, docs.bp)
-    for blueprint in blueprints:
+    for blueprint in (*blueprints, whoami.bp, web.bp):
         app.register_blueprint(blueprint)
+    trust_proxies(app, settings.trusted_proxies)
     return app
+
+
+def trust_proxies(app: Flask, hops: int) -> None:
+    """Behind `hops` proxies, take the client's address, scheme, host, port and path prefix
+    from the X-Forwarded-* headers they add (the last `hops` values of each, so a client
+    cannot forge its way past the proxies). ProxyFix rewrites the WSGI environ in place, so
+    the access log shows the real client too."""
+    if hops:
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops, x_prefix=hops
+        )
 
 
 def vary_on_origin(response: Response) -> Response:

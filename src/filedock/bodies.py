@@ -29,6 +29,7 @@ class BodyReader:
         self._stream = stream
         self._length = length
         self._received = 0
+        self.incomplete = False  # set once IncompleteBody was raised
 
     def read(self, size: int = -1) -> bytes:
         """Up to size bytes of the body (at most READ_BYTES); b"" only once all was read."""
@@ -41,9 +42,11 @@ class BodyReader:
         try:
             data = self._stream.read(size)
         except BODY_ERRORS as exc:
+            self.incomplete = True
             raise IncompleteBody(f"the request body could not be read: {exc}") from None
         self._received += len(data)
         if not data and self._length is not None:
+            self.incomplete = True
             raise IncompleteBody(
                 f"the request body ended after {self._received} of {self._length} bytes"
             )

@@ -13,13 +13,88 @@ from urllib.parse import urlsplit
 
 import click
 
-from . import __version__, auth
+from . import __version__, auth, tokenstore
 from .client import DEFAULT_URL, Client, FiledockError
-from .config import ConfigError, Settings
+from .config import ConfigError, Settings, Token
 from .server import ServeError, serve
+from .storage import Storage, open_storage
 
 
-@click.group()
+class UserError(click.ClickException):
+    """A mistake the user can fix (a flag, the config, the environment, the store, the port):
+    one line on stderr, `filedock: <message>`, and exit status 2."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        """Print the one line."""
+        click.echo(f"filedock: {self.format_message()}", err=True)
+
+
+def os_error_message(exc: OSError) -> str:
+    """An OSError as `path: reason`, without Python's [Errno N]."""
+    reason = exc.strerror or str(exc)
+    return f"{exc.filename}: {reason}" if exc.filename else reason
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """The errors a user causes (settings, the config file, the store, the address) as a
+    UserError; anything else is a bug and keeps its traceback."""
+    try:
+        yield
+    except (ConfigError, ServeError) as exc:
+        raise UserError(str(exc)) from None
+    except OSError as exc:
+        raise UserError(os_error_message(exc)) from None
+
+
+@contextlib.contextmanager
+def token_errors() -> Iterator[None]:
+    """user_errors(), and a token's own mistakes (an unknown scope, no such token)."""
+    with user_errors():
+        try:
+            yield
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+
+
+@contextlib.contextmanager
+def one_line_usage_errors() -> Iterator[None]:
+    """Click's usage errors (usage text, hint, then the message) as a one-line UserError;
+    the help shown for a group called without arguments stays as it is."""
+    try:
+        yield
+    except click.exceptions.NoArgsIsHelpError:
+        raise
+    except click.UsageError as exc:
+        message = exc.format_message().rstrip(".")
+        if exc.ctx is not None:
+            message += f" (see '{exc.ctx.command_path} --help')"
+        raise UserError(message) from None
+
+
+class Command(click.Group):
+    """The filedock command group: usage errors, in any subcommand, are one line."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        """Parse the group's own options."""
+        with one_line_usage_errors():
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the subcommand (whose parsing errors surface here)."""
+        with one_line_usage_errors():
+            return super().invoke(ctx)
+
+
+@click.group(cls=Command)
 @click.version_option(__version__, prog_name="filedock")
 def main() -> None:
     """filedock: serve a folder of files and JSON documents over HTTP, and use one."""
@@ -39,44 +114,86 @@ def main() -> None:
     help="Serve with no tokens on a non-loopback address.",
 )
 @click.option("--read-only", is_flag=True, default=None, help="Answer every write with 403.")
+@click.option(
+    "--trusted-proxies",
+    type=int,
+    help="Proxies in front whose X-Forwarded-* headers to believe (default 0).",
+)
 def serve_command(config_file: str | None, **flags: Any) -> None:
     """Run the production server (gunicorn) until SIGTERM or Ctrl-C."""
-    try:
-        settings = Settings.load(config_file, **flags)
-        serve(settings)
-    except (ConfigError, ServeError) as exc:
-        raise click.ClickException(str(exc)) from None
+    with user_errors():
+        serve(Settings.load(config_file, **flags))
 
 
 CONFIG_OPTION = click.option(
     "--config",
     "config_file",
-    required=True,
     type=click.Path(dir_okay=False),
     help="The TOML config file holding the [[tokens]].",
 )
+STORE_OPTION = click.option(
+    "--store",
+    metavar="STORE",
+    help="Keep the tokens in this store instead, shared by every server of it.",
+)
+
+
+class TokenPlace:
+    """Where token commands keep tokens: a config file's [[tokens]], or the store's records."""
+
+    def __init__(self, config_file: str | None, store: str | None, must_exist: bool) -> None:
+        if bool(config_file) == bool(store):
+            raise click.UsageError("give one of --config FILE or --store STORE")
+        self.config_file = config_file or ""
+        self.storage: Storage | None = None
+        if store:
+            if must_exist and "://" not in store and not os.path.isdir(store):
+                raise UserError(f"there is no store at {store}")
+            self.storage = open_storage(Settings.load(store=store))
+        self.label = self.config_file or f"the store {store}"
+
+    def create(self, scopes: str, prefix: str, name: str) -> tuple[str, Token]:
+        """A new token and its record."""
+        if self.storage is not None:
+            return tokenstore.create_token(self.storage, scopes, prefix, name)
+        return auth.create_token(self.config_file, scopes, prefix, name)
+
+    def tokens(self) -> list[Token]:
+        """The tokens kept there."""
+        if self.storage is not None:
+            return list(tokenstore.read_tokens(self.storage))
+        return auth.config_tokens(self.config_file)
+
+    def revoke(self, ref: str) -> Token:
+        """Remove the token named ref (or whose hash starts with ref)."""
+        if self.storage is not None:
+            return tokenstore.revoke_token(self.storage, ref)
+        return auth.revoke_token(self.config_file, ref)
 
 
 @main.group("token")
 def token_group() -> None:
-    """Create, list and revoke API tokens (the config keeps only their SHA-256 hashes)."""
+    """Create, list and revoke API tokens, in a config file or in the store itself (either
+    way only their SHA-256 hashes are kept)."""
 
 
 @token_group.command("create")
 @CONFIG_OPTION
+@STORE_OPTION
 @click.option("--scope", "scopes", required=True, help="read, write, admin, comma-separated.")
 @click.option("--prefix", default="", help="Limit the token to this path and what is under it.")
 @click.option("--name", default="", help="A name to list and revoke it by.")
-def token_create(config_file: str, scopes: str, prefix: str, name: str) -> None:
-    """Print a new token once and append its hash to the config file."""
-    try:
-        token, record = auth.create_token(config_file, scopes, prefix, name)
-    except (ConfigError, OSError) as exc:
-        raise click.ClickException(str(exc)) from None
+def token_create(
+    config_file: str | None, store: str | None, scopes: str, prefix: str, name: str
+) -> None:
+    """Print a new token once and record its hash."""
+    with token_errors():
+        place = TokenPlace(config_file, store, must_exist=False)
+        token, record = place.create(scopes, prefix, name)
     click.echo(token)
     where = f" under {record.prefix!r}" if record.prefix else ""
     click.echo(
-        f"created {record.name} ({','.join(record.scopes)}{where}) in {config_file}; "
+        f"created {record.name} ({','.join(record.scopes)}{where}) in {place.label}; "
         "this is the only time the token is shown",
         err=True,
     )
@@ -84,12 +201,11 @@ def token_create(config_file: str, scopes: str, prefix: str, name: str) -> None:
 
 @token_group.command("list")
 @CONFIG_OPTION
-def token_list(config_file: str) -> None:
+@STORE_OPTION
+def token_list(config_file: str | None, store: str | None) -> None:
     """One line per token: name, scopes, prefix, start of its hash."""
-    try:
-        tokens = auth.config_tokens(config_file)
-    except (ConfigError, OSError) as exc:
-        raise click.ClickException(str(exc)) from None
+    with token_errors():
+        tokens = TokenPlace(config_file, store, must_exist=True).tokens()
     for token in tokens:
         prefix = token.prefix or "*"
         click.echo(f"{token.name or '-'}\t{','.join(token.scopes)}\t{prefix}\t{token.hash[:12]}")
@@ -97,13 +213,13 @@ def token_list(config_file: str) -> None:
 
 @token_group.command("revoke")
 @CONFIG_OPTION
+@STORE_OPTION
 @click.argument("ref")
-def token_revoke(config_file: str, ref: str) -> None:
-    """Remove the token with this name or hash prefix (running servers notice at once)."""
-    try:
-        token = auth.revoke_token(config_file, ref)
-    except (ConfigError, OSError) as exc:
-        raise click.ClickException(str(exc)) from None
+def token_revoke(config_file: str | None, store: str | None, ref: str) -> None:
+    """Remove the token with this name or hash prefix (running servers of a config file
+    notice at once, those of a store within 10 seconds)."""
+    with token_errors():
+        token = TokenPlace(config_file, store, must_exist=True).revoke(ref)
     click.echo(f"revoked {token.name or token.hash[:12]}")
 
 

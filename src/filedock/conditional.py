@@ -11,7 +11,7 @@ from email.utils import parsedate_to_datetime
 
 from .storage import ABSENT, ANYTHING, Expect, Matches, ObjectInfo, PreconditionFailed
 
-_RANGE = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
+_RANGE = re.compile(r"^\s*([0-9]*)\s*-\s*([0-9]*)\s*$")
 
 
 class RangeNotSatisfiable(Exception):
@@ -151,19 +151,36 @@ def select_range(header: str, size: int) -> ByteRange | None:
     match = _RANGE.match(parts[0])
     if match is None or match.group(1) == match.group(2) == "":
         return None
+    # Positions past the object are clamped to its size + 1, which keeps their meaning (RFC
+    # 9110 14.1.2: a last-byte-pos past the end means the end, a suffix longer than the object
+    # means all of it) without int() of a number of any length.
     first, last = match.group(1), match.group(2)
     if first == "":  # suffix range: the last N bytes
-        suffix = int(last)
+        suffix = _position(last, size + 1)
         if suffix == 0 or size == 0:
             raise RangeNotSatisfiable(size)
         return ByteRange(max(0, size - suffix), size, size)
-    start = int(first)
-    if last != "" and int(last) < start:
-        return None  # invalid range-spec: ignore the header
+    if last != "" and _number_key(last) < _number_key(first):
+        return None  # invalid range-spec (last before first): ignore the header
+    start = _position(first, size + 1)
     if start >= size:
         raise RangeNotSatisfiable(size)
-    end = size if last == "" else min(int(last) + 1, size)
+    end = size if last == "" else min(_position(last, size + 1) + 1, size)
     return ByteRange(start, end, size)
+
+
+def _number_key(digits: str) -> tuple[int, str]:
+    """Orders decimal numbers of any length as their values, without converting them."""
+    digits = digits.lstrip("0") or "0"
+    return len(digits), digits
+
+
+def _position(digits: str, ceiling: int) -> int:
+    """A decimal number, or ceiling if it is larger (so any count of digits is cheap)."""
+    digits = digits.lstrip("0") or "0"
+    if len(digits) > len(str(ceiling)):
+        return ceiling
+    return min(int(digits), ceiling)
 
 
 def write_conditions(

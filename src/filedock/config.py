@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ENV_PREFIX = "FILEDOCK_"
+OPEN_UPLOAD_SIZES = 4  # max_open_upload_bytes by default, in uploads of max_upload_bytes
 
 
 class ConfigError(ValueError):
@@ -47,18 +48,37 @@ class Settings:
     client_timeout: int = 60  # seconds a client may stall mid-request before it is dropped
     max_upload_bytes: int = 10 << 30
     max_json_bytes: int = 16 << 20
+    # unfinished tus uploads one client (a token, or an anonymous client's address) may have
+    max_open_uploads: int = 100
+    max_open_upload_bytes: int = 0  # their total Upload-Length; 0: 4 x max_upload_bytes
     cors_origins: tuple[str, ...] = ("*",)
     allow_anonymous: bool = False
     access_log: bool = True
     read_only: bool = False
     tokens: tuple[Token, ...] = ()
     secret_key: str = ""
+    # Proxies in front of the server whose X-Forwarded-* headers are believed (0: none).
+    trusted_proxies: int = 0
     config_file: str = field(default="", metadata={"env": False})
 
     def __post_init__(self) -> None:
-        for name in ("workers", "threads", "client_timeout"):
+        for name in ("workers", "threads", "client_timeout", "max_open_uploads"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
+        for name in ("max_upload_bytes", "max_json_bytes"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must not be negative, not {getattr(self, name)}")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be between 0 and 65535, not {self.port}")
+        if self.trusted_proxies < 0:
+            raise ConfigError(f"trusted_proxies must be 0 or more, not {self.trusted_proxies}")
+        if self.max_open_upload_bytes < 0:
+            raise ConfigError("max_open_upload_bytes must be 0 (the default) or more")
+
+    @property
+    def open_upload_bytes_limit(self) -> int:
+        """max_open_upload_bytes, or by default four uploads of the largest size."""
+        return self.max_open_upload_bytes or OPEN_UPLOAD_SIZES * self.max_upload_bytes
 
     @classmethod
     def load(
@@ -102,7 +122,9 @@ def read_toml(path: str) -> dict[str, Any]:
             data = tomllib.load(f)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: {exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path}: {exc}") from None
     return data
 

@@ -43,6 +43,7 @@ from .storage import (
     StoreUnavailable,
     TooLarge,
 )
+from .upload_quota import TooManyUploads
 
 log = logging.getLogger("filedock")
 
@@ -104,7 +105,10 @@ PROBLEMS: dict[type[Exception], tuple[int, str]] = {
     InvalidUpload: (400, "bad-request"),
     UploadNotFound: (404, "not-found"),
     OffsetMismatch: (409, "conflict"),
-    TargetExists: (409, "exists"),
+    # not 409: tus clients take a 409 for an offset conflict and retry it
+    TargetExists: (412, "exists"),
+    # not 429, which Uppy retries (pausing every upload): the client has to finish or delete
+    TooManyUploads: (403, "too-many-uploads"),
     Locked: (423, "conflict"),
     ChecksumMismatch: (460, "digest-mismatch"),
     NotResumable: (501, "internal"),

@@ -1,8 +1,9 @@
 """JSON documents: stored objects that hold one JSON value. No Flask here.
 
-Parsing is strict (UTF-8, RFC 8259, no NaN/Infinity) and bounded: nesting deeper than the
-parser's recursion limit, integers past Python's digit limit and floats that overflow to
-infinity are refused as JsonTooComplex instead of crashing a request.
+Parsing is strict (UTF-8, RFC 8259, no NaN/Infinity, no lone UTF-16 surrogate escapes, as
+I-JSON (RFC 7493) asks) and bounded: nesting deeper than the parser's recursion limit, integers
+past Python's digit limit and floats that overflow to infinity are refused as JsonTooComplex
+instead of crashing a request.
 
 Reads go through a small per-process cache keyed by (key, ETag). The ETag is the SHA-256 of
 the bytes, so an entry can never be stale: when any process (or a hand edit) changes the
@@ -21,11 +22,12 @@ import json
 import math
 import random
 import re
+import sys
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import jsonpatch
@@ -56,6 +58,10 @@ class InvalidJson(ValueError):
 
 class JsonTooComplex(InvalidJson):
     """JSON past the parser's limits: nested too deeply, or a number too long or too large."""
+
+
+class LoneSurrogate(InvalidJson):
+    """A string holding a \\u escape of a lone UTF-16 surrogate: no UTF-8 text can carry it."""
 
 
 class InvalidDocument(InvalidJson):
@@ -100,14 +106,20 @@ def _parse_float(text: str) -> float:
     return value
 
 
+# A \\u escape of a UTF-16 surrogate (D800-DFFF). UTF-8 input cannot hold a surrogate any other
+# way, so text without one needs no further check; with one, the parsed strings are checked
+# (a high surrogate followed by a low one is a character, and json.loads joins them).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
 def parse_json(data: bytes) -> Any:
-    """Parse strict JSON (no NaN/Infinity); nesting and number sizes are bounded."""
+    """Parse strict JSON (no NaN/Infinity, no lone surrogate); nesting and numbers bounded."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidJson("the document is not valid UTF-8") from None
     try:
-        return json.loads(text, parse_constant=_reject_constant, parse_float=_parse_float)
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_parse_float)
     except RecursionError:
         raise JsonTooComplex("the document is nested too deeply") from None
     except InvalidJson:
@@ -116,6 +128,9 @@ def parse_json(data: bytes) -> Any:
         raise InvalidJson(f"the document is not valid JSON: {exc}") from None
     except ValueError:  # an integer past Python's digit limit
         raise JsonTooComplex("the document has a number with too many digits") from None
+    if _SURROGATE_ESCAPE.search(text):
+        dump_json(value)  # raises LoneSurrogate for a string no UTF-8 text can hold
+    return value
 
 
 def dump_json(value: Any) -> bytes:
@@ -126,7 +141,11 @@ def dump_json(value: Any) -> bytes:
         raise JsonTooComplex("the document is nested too deeply") from None
     except ValueError as exc:
         raise JsonTooComplex(f"the document cannot be serialised: {exc}") from None
-    return text.encode("utf-8")
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = f"\\u{ord(text[exc.start]):04x}"
+        raise LoneSurrogate(f"the document has a string with a lone surrogate ({bad})") from None
 
 
 # -- pointers --------------------------------------------------------------------------------
@@ -153,12 +172,24 @@ def resolve_pointer(document: Any, tokens: list[str]) -> Any:
                 raise PointerNotFound(_missing(tokens, depth))
             value = value[token]
         elif isinstance(value, list):
-            if not _ARRAY_INDEX.fullmatch(token) or int(token) >= len(value):
+            index = _array_index(token, len(value))
+            if index is None:
                 raise PointerNotFound(_missing(tokens, depth))
-            value = value[int(token)]
+            value = value[index]
         else:
             raise PointerNotFound(_missing(tokens, depth))
     return value
+
+
+def _array_index(token: str, length: int) -> int | None:
+    """The index an RFC 6901 token names in an array of length items, if it names one.
+
+    The token's length is compared first: int() of thousands of digits is refused by Python
+    (and slow), and a token longer than the length's own digits is past the end anyway."""
+    if not _ARRAY_INDEX.fullmatch(token) or len(token) > len(str(length)):
+        return None
+    index = int(token)
+    return index if index < length else None
 
 
 def _missing(tokens: list[str], depth: int) -> str:
@@ -182,6 +213,10 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
+# The most operations one JSON Patch may hold (API.md section 5): edits by hand or by a diff
+# tool hold far fewer, and the cap bounds what a patch of many cheap operations can cost.
+MAX_PATCH_OPERATIONS = 1000
+
 _OP_MEMBERS: dict[str, tuple[str, ...]] = {
     "add": ("path", "value"),
     "remove": ("path",),
@@ -192,10 +227,33 @@ _OP_MEMBERS: dict[str, tuple[str, ...]] = {
 }
 
 
-def check_json_patch(patch: Any) -> jsonpatch.JsonPatch:
+@dataclass(frozen=True)
+class PatchOperation:
+    """One checked operation of a JSON Patch."""
+
+    op: str
+    path: jsonpointer.JsonPointer
+    source: jsonpointer.JsonPointer | None = None  # the `from` of move and copy
+    value: Any = None
+    test: jsonpatch.TestOperation | None = None  # RFC 6902 equality (true is not 1)
+
+
+@dataclass(frozen=True)
+class JsonPatch:
+    """An RFC 6902 patch, checked for shape before it touches any document."""
+
+    operations: tuple[PatchOperation, ...]
+
+
+def check_json_patch(patch: Any) -> JsonPatch:
     """A parsed RFC 6902 patch, checked for shape before it touches any document."""
     if not isinstance(patch, list):
         raise InvalidPatch("a JSON Patch is an array of operations")
+    if len(patch) > MAX_PATCH_OPERATIONS:
+        raise TooLarge(
+            f"the JSON Patch has {len(patch)} operations; the limit is {MAX_PATCH_OPERATIONS}"
+        )
+    operations = []
     for index, operation in enumerate(patch):
         where = f"operation {index}"
         if not isinstance(operation, dict):
@@ -203,6 +261,7 @@ def check_json_patch(patch: Any) -> jsonpatch.JsonPatch:
         op = operation.get("op")
         if not isinstance(op, str) or op not in _OP_MEMBERS:
             raise InvalidPatch(f"{where} has no valid 'op' (one of {', '.join(_OP_MEMBERS)})")
+        pointers: dict[str, jsonpointer.JsonPointer] = {}
         for member in _OP_MEMBERS[op]:
             if member not in operation:
                 raise InvalidPatch(f"{where} ({op}) has no '{member}' member")
@@ -210,109 +269,382 @@ def check_json_patch(patch: Any) -> jsonpatch.JsonPatch:
                 if not isinstance(operation[member], str):
                     raise InvalidPatch(f"{where}: '{member}' must be a string")
                 try:
-                    parse_pointer(operation[member])
-                except InvalidPointer as exc:
-                    raise InvalidPatch(f"{where}: {exc}") from None
-    try:
-        return jsonpatch.JsonPatch(patch)
-    except (jsonpatch.InvalidJsonPatch, jsonpointer.JsonPointerException) as exc:
-        raise InvalidPatch(str(exc)) from None
+                    pointers[member] = jsonpointer.JsonPointer(operation[member])
+                except jsonpointer.JsonPointerException as exc:
+                    text = operation[member]
+                    raise InvalidPatch(f"{where}: {text!r} is not a JSON Pointer: {exc}") from None
+        test = jsonpatch.TestOperation(operation) if op == "test" else None
+        operations.append(
+            PatchOperation(op, pointers["path"], pointers.get("from"), operation.get("value"), test)
+        )
+    return JsonPatch(tuple(operations))
 
 
-def apply_json_patch(document: Any, patch: jsonpatch.JsonPatch) -> Any:
-    """RFC 6902: apply the patch to document, which is modified (pass a fresh copy)."""
-    try:
-        return patch.apply(document, in_place=True)
-    except jsonpatch.JsonPatchTestFailed as exc:
-        where = getattr(getattr(exc, "op", None), "location", None)
-        detail = f"at {where}" if isinstance(where, str) else "in the patch"
-        raise PatchTestFailed(f"a test operation failed {detail}") from None
-    except jsonpatch.InvalidJsonPatch as exc:
-        raise InvalidPatch(str(exc)) from None
-    except (jsonpatch.JsonPatchConflict, jsonpointer.JsonPointerException) as exc:
-        raise PatchConflict(f"the patch does not apply to the document: {exc}") from None
-    except RecursionError:
-        raise JsonTooComplex("the document is nested too deeply") from None
+def apply_json_patch(document: Any, patch: JsonPatch, max_bytes: int) -> Any:
+    """RFC 6902: apply the patch to document, which is modified (pass a fresh copy).
+
+    The size of the document is tracked as each operation runs, so a patch that would build
+    one past max_bytes (say, by copying a member into itself again and again) stops there with
+    TooLarge, before the bytes exist; and the bytes it copies in all are bounded by max_bytes."""
+    run = _PatchRun(document, max_bytes)
+    for index, operation in enumerate(patch.operations):
+        try:
+            run.apply(operation)
+        except jsonpatch.JsonPatchTestFailed:
+            raise PatchTestFailed(f"a test operation failed at {operation.path.path}") from None
+        except (jsonpointer.JsonPointerException, PatchConflict) as exc:
+            raise PatchConflict(
+                f"operation {index} does not apply to the document: {exc}"
+            ) from None
+        except TooLarge as exc:
+            raise TooLarge(f"operation {index}: {exc}") from None
+        except RecursionError:
+            raise JsonTooComplex("the document is nested too deeply") from None
+    return run.root
+
+
+def _size(value: Any) -> int:
+    """The bytes of a value serialised as the store keeps a patched document."""
+    return len(dump_json(value))
+
+
+def _member_bytes(parent: dict[str, Any] | list[Any], name: str | int, size_after: int) -> int:
+    """The bytes a member takes in its parent besides its value's own: `"name":` in an object,
+    and a comma when the parent holds more than one member (size_after members with it)."""
+    comma = 1 if size_after > 1 else 0
+    return comma + (_size(name) + 1 if isinstance(parent, dict) else 0)
+
+
+class _PatchRun:
+    """A JSON Patch being applied, with the exact serialised size of the document kept
+    current operation by operation: a value's size is measured when it arrives (from the
+    patch, or copied) and when it leaves (removed or replaced), so each byte is measured a
+    bounded number of times however the operations are combined.
+
+    Values are copied by serialising and parsing them: the serialisation is needed for the
+    size anyway, it comes before the copy is made (so a copy past the limit never exists), and
+    the C parser copies many times faster than copy.deepcopy."""
+
+    def __init__(self, document: Any, max_bytes: int) -> None:
+        self.root = document
+        self.max_bytes = max_bytes
+        self.size = _size(document)
+        self.copied = 0
+
+    def grow(self, delta: int) -> None:
+        """Account for delta more bytes; TooLarge if the document would pass the limit."""
+        if delta > 0 and self.size + delta > self.max_bytes:
+            raise TooLarge(f"the patched document would pass {self.max_bytes} bytes")
+        self.size += delta
+
+    def charge_copy(self, size: int) -> None:
+        """Account for a copied value; TooLarge past max_bytes copied in all."""
+        self.copied += size
+        if self.copied > self.max_bytes:
+            raise TooLarge(f"the patch copies more than {self.max_bytes} bytes in all")
+
+    def apply(self, operation: PatchOperation) -> None:
+        """Apply one operation to the document."""
+        if operation.op == "test":
+            assert operation.test is not None
+            operation.test.apply(self.root)
+        elif operation.op == "add":
+            data = dump_json(operation.value)
+            self.add(operation.path, len(data), lambda: json.loads(data))
+        elif operation.op == "remove":
+            self.remove(operation.path)
+        elif operation.op == "replace":
+            self.replace(operation.path, dump_json(operation.value))
+        elif operation.op == "copy":
+            assert operation.source is not None
+            data = dump_json(self.existing(operation.source))
+            self.charge_copy(len(data))
+            self.add(operation.path, len(data), lambda: json.loads(data))
+        else:
+            assert operation.source is not None
+            self.move(operation.source, operation.path)
+
+    def add(self, pointer: jsonpointer.JsonPointer, size: int, make: Callable[[], Any]) -> None:
+        """Insert the value make() returns (size bytes) at pointer, or set the member it names;
+        make() is called once the document is known to have room for it."""
+        parent, part = pointer.to_last(self.root)
+        if part is None:
+            self.grow(size - self.size)
+            self.root = make()
+            return
+        if isinstance(parent, list):
+            index = len(parent) if part == "-" else part
+            if not isinstance(index, int) or not 0 <= index <= len(parent):
+                raise PatchConflict(f"{pointer.path} is outside the array")
+            self.grow(size + _member_bytes(parent, index, len(parent) + 1))
+            parent.insert(index, make())
+        elif isinstance(parent, dict):
+            if part in parent:
+                self.grow(size - _size(parent[part]))
+            else:
+                self.grow(size + _member_bytes(parent, part, len(parent) + 1))
+            parent[part] = make()
+        else:
+            raise PatchConflict(f"{pointer.path} is not inside an object or array")
+
+    def locate(self, pointer: jsonpointer.JsonPointer) -> tuple[Any, Any]:
+        """The parent and name of an existing value other than the whole document."""
+        parent, part = pointer.to_last(self.root)
+        present = part is not None and (
+            (isinstance(parent, dict) and part in parent)
+            or (isinstance(parent, list) and isinstance(part, int) and 0 <= part < len(parent))
+        )
+        if not present:
+            raise PatchConflict(f"no value at {pointer.path!r} to change")
+        return parent, part
+
+    def existing(self, pointer: jsonpointer.JsonPointer) -> Any:
+        """The value at pointer, which must exist."""
+        if not pointer.parts:
+            return self.root
+        parent, part = self.locate(pointer)
+        return parent[part]
+
+    def remove(self, pointer: jsonpointer.JsonPointer) -> None:
+        """Remove the value at pointer."""
+        parent, part = self.locate(pointer)
+        self.size -= _size(parent[part]) + _member_bytes(parent, part, len(parent))
+        del parent[part]
+
+    def replace(self, pointer: jsonpointer.JsonPointer, data: bytes) -> None:
+        """Replace the value at pointer with the value serialised as data."""
+        if not pointer.parts:
+            self.grow(len(data) - self.size)
+            self.root = json.loads(data)
+            return
+        parent, part = self.locate(pointer)
+        self.grow(len(data) - _size(parent[part]))
+        parent[part] = json.loads(data)
+
+    def move(self, source: jsonpointer.JsonPointer, target: jsonpointer.JsonPointer) -> None:
+        """Move the value at source to target (RFC 6902 4.4: remove, then add)."""
+        if target != source and target.contains(source):
+            raise PatchConflict(f"{source.path!r} cannot be moved into itself")
+        value = self.existing(source)
+        if target == source:
+            return
+        # The value's own bytes move with it: only the bytes around it change, so a value is
+        # not measured however often it moves.
+        parent, part = self.locate(source)
+        self.size -= _member_bytes(parent, part, len(parent))
+        del parent[part]
+        if not target.parts:  # the value becomes the whole document
+            size = _size(value)
+            self.charge_copy(size)
+            self.size, self.root = size, value
+            return
+        self.add(target, 0, lambda: value)  # its own bytes are still counted
 
 
 # -- the document cache ----------------------------------------------------------------------
 
 
-@dataclass
+# What a cached version costs beyond its bytes (the entry, its key and ETag strings, its lock):
+# measured at about 1 KiB; counted generously so that many small versions are bounded too.
+ENTRY_OVERHEAD_BYTES = 2048
+# A parsed document takes many times its text (up to ~25x for `[{},{},...]`): the parsed value
+# is kept only for documents up to this size, and counted at its measured size; larger ones
+# are parsed again by each request that needs the value (a pointer, a merge patch).
+KEEP_PARSED_BYTES = 256 << 10
+
+
 class Document:
     """One version of a stored document: its exact bytes, and its parsed value on demand."""
 
-    data: bytes
-    etag: str
-    _value: Any = None
-    _error: InvalidJson | None = None
-    _parsed: bool = False
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _derived: dict[str, bytes] = field(default_factory=dict, repr=False)
+    def __init__(self, data: bytes, etag: str) -> None:
+        self.data = data
+        self.etag = etag
+        self._value: Any = None
+        self._error: InvalidJson | None = None
+        self._checked = False
+        self._parsed = False
+        self._lock = threading.Lock()
+        self._derived: dict[str, bytes] = {}
+        self._extra = 0  # bytes held beside data: the parsed value, derived bodies
+        self._grew: Callable[[Document, int], None] | None = None  # told of _extra's growth
+        self._charged = 0  # what the cache holding it counts for it (kept by the cache)
+
+    @property
+    def cost(self) -> int:
+        """About how much memory this version holds (what the cache counts)."""
+        return ENTRY_OVERHEAD_BYTES + len(self.data) + self._extra
+
+    def _add(self, size: int) -> None:
+        self._extra += size
+        if self._grew is not None:
+            self._grew(self, size)
 
     def derived(self, name: str, make: Callable[[Document], bytes]) -> bytes:
         """Bytes computed from this version once (say, a response body), then reused."""
         found = self._derived.get(name)
         if found is None:
-            found = self._derived[name] = make(self)
+            found = make(self)
+            with self._lock:
+                if name not in self._derived:
+                    self._derived[name] = found
+                    self._add(len(found))
         return found
+
+    def check(self) -> None:
+        """Raise InvalidDocument (or JsonTooComplex) unless the bytes are JSON; decided once
+        per version, without keeping the parsed value of a large document."""
+        if not self._checked:
+            if len(self.data) <= KEEP_PARSED_BYTES:
+                self._parse()
+            else:
+                with self._lock:
+                    if not self._checked:
+                        self._error = _document_error(self.data)
+                        self._checked = True
+        if self._error is not None:
+            raise self._error
 
     def value(self) -> Any:
         """The parsed document (shared: never modify it). InvalidDocument if not JSON."""
-        if not self._parsed:
-            with self._lock:
-                if not self._parsed:
-                    try:
-                        self._value = parse_json(self.data)
-                    except JsonTooComplex as exc:
-                        self._error = exc
-                    except InvalidJson as exc:
-                        self._error = InvalidDocument(f"the stored object is not JSON: {exc}")
-                    self._parsed = True
-        if self._error is not None:
-            raise self._error
+        self.check()
+        if len(self.data) > KEEP_PARSED_BYTES:
+            return parse_json(self.data)
         return self._value
+
+    def _parse(self) -> None:
+        with self._lock:
+            if self._parsed:
+                return
+            try:
+                self._value = parse_json(self.data)
+            except JsonTooComplex as exc:
+                self._error = exc
+            except InvalidJson as exc:
+                self._error = InvalidDocument(f"the stored object is not JSON: {exc}")
+            self._parsed = self._checked = True
+        if self._error is None:
+            self._add(deep_size(self._value))
 
     def fresh_value(self) -> Any:
         """A private parsed copy of the document, safe to modify."""
-        self.value()  # raise the document's error if it has one
+        self.check()  # raise the document's error if it has one
         return parse_json(self.data)
 
 
-class DocumentCache:
-    """Recently used documents of this process, keyed by (key, ETag), bounded in bytes."""
+def _document_error(data: bytes) -> InvalidJson | None:
+    """What is wrong with stored bytes as JSON (None: nothing), found without building the
+    document: objects are dropped as they are read, so a large one is never held whole."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return InvalidDocument("the stored object is not JSON: it is not valid UTF-8")
+    try:
+        json.loads(
+            text,
+            parse_constant=_reject_constant,
+            parse_float=_parse_float,
+            object_pairs_hook=_drop,
+        )
+    except RecursionError:
+        return JsonTooComplex("the document is nested too deeply")
+    except JsonTooComplex as exc:
+        return exc
+    except InvalidJson as exc:
+        return InvalidDocument(f"the stored object is not JSON: {exc}")
+    except json.JSONDecodeError as exc:
+        return InvalidDocument(f"the stored object is not JSON: {exc}")
+    except ValueError:  # an integer past Python's digit limit
+        return JsonTooComplex("the document has a number with too many digits")
+    return None
 
-    def __init__(self, max_bytes: int = 32 << 20) -> None:
+
+def _drop(pairs: list[tuple[str, Any]]) -> None:
+    return None
+
+
+def deep_size(value: Any) -> int:
+    """The memory a parsed JSON value holds, every object counted (shared ones each time)."""
+    size = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        size += sys.getsizeof(item)
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return size
+
+
+class DocumentCache:
+    """Recently used documents of this process: the current version of each key (an older
+    one is never served again once stat() shows a newer ETag), bounded by what the versions
+    really hold (Document.cost: bytes, parsed values, derived bodies and the entry itself)."""
+
+    def __init__(self, max_bytes: int = 32 << 20, max_entries: int = 4096) -> None:
         self.max_bytes = max_bytes
-        self._entries: OrderedDict[tuple[str, str], Document] = OrderedDict()
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, Document] = OrderedDict()
         self._size = 0
         self._lock = threading.Lock()
+
+    @property
+    def size(self) -> int:
+        """What the cached versions hold, as counted."""
+        return self._size
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
     def get(self, key: str, etag: str) -> Document | None:
         """The cached version of key with this ETag, if any."""
         with self._lock:
-            doc = self._entries.get((key, etag))
-            if doc is not None:
-                self._entries.move_to_end((key, etag))
+            doc = self._entries.get(key)
+            if doc is None or doc.etag != etag:
+                return None
+            self._entries.move_to_end(key)
             return doc
 
     def put(self, key: str, doc: Document) -> None:
-        """Remember a version; the least recently used ones go when over budget."""
-        if len(doc.data) > self.max_bytes:
+        """Remember a version (in place of the key's older one); the least recently used go
+        when over budget."""
+        if doc.cost > self.max_bytes:
             return
         with self._lock:
-            old = self._entries.pop((key, doc.etag), None)
+            old = self._entries.pop(key, None)
             if old is not None:
-                self._size -= len(old.data)
-            self._entries[(key, doc.etag)] = doc
-            self._size += len(doc.data)
-            while self._size > self.max_bytes:
-                _, evicted = self._entries.popitem(last=False)
-                self._size -= len(evicted.data)
+                self._forget(old)
+            self._entries[key] = doc
+            doc._grew = self._grew
+            doc._charged = doc.cost
+            self._size += doc._charged
+            self._evict()
+
+    def _grew(self, doc: Document, size: int) -> None:
+        """A cached version now holds size bytes more (its parsed value, a derived body)."""
+        with self._lock:
+            if doc._grew is not None:  # still cached
+                doc._charged += size
+                self._size += size
+                self._evict()
+
+    def _forget(self, doc: Document) -> None:
+        doc._grew = None
+        self._size -= doc._charged
+
+    def _evict(self) -> None:
+        while self._entries and (
+            self._size > self.max_bytes or len(self._entries) > self.max_entries
+        ):
+            _, evicted = self._entries.popitem(last=False)
+            self._forget(evicted)
 
     def clear(self) -> None:
         """Forget everything."""
         with self._lock:
+            for doc in self._entries.values():
+                doc._grew = None
             self._entries.clear()
             self._size = 0
 
@@ -475,11 +807,11 @@ def merge_patcher(patch: Any) -> Patcher:
     return apply
 
 
-def json_patcher(patch: jsonpatch.JsonPatch) -> Patcher:
+def json_patcher(patch: JsonPatch, max_bytes: int) -> Patcher:
     """A Patcher applying an RFC 6902 patch to a private copy of the document."""
 
     def apply(doc: Document) -> Any:
-        return apply_json_patch(doc.fresh_value(), patch)
+        return apply_json_patch(doc.fresh_value(), patch, max_bytes)
 
     return apply
 
@@ -493,7 +825,7 @@ def decode_patch(data: bytes) -> Any:
     """Parse a patch body: JSON, else InvalidPatch (limits still JsonTooComplex)."""
     try:
         return parse_json(data)
-    except JsonTooComplex:
+    except (JsonTooComplex, LoneSurrogate):
         raise
     except InvalidJson as exc:
         raise InvalidPatch(f"the patch is not JSON: {exc}") from None

@@ -25,6 +25,7 @@ from werkzeug.sansio.multipart import (
     File,
     MultipartDecoder,
     NeedData,
+    State,
 )
 
 from .storage import (
@@ -94,6 +95,8 @@ class MultipartReader:
     def _next(self) -> object:
         """The decoder's next event, reading more of the body when it needs data."""
         while True:
+            in_headers = self._decoder.state == State.PART
+            buffered = len(self._decoder.buffer)
             try:
                 event = self._decoder.next_event()
             except RequestEntityTooLarge:
@@ -102,6 +105,16 @@ class MultipartReader:
                 ) from None
             except (ValueError, UnicodeDecodeError) as exc:
                 raise MalformedMultipart(f"malformed multipart body: {exc}") from None
+            if in_headers:
+                # In the PART state the buffer starts with a part's header section: for the
+                # part the decoder consumes exactly that section, and while it waits for the
+                # blank line that ends it, all that is buffered belongs to it.
+                kept = len(self._decoder.buffer)
+                header_bytes = kept if isinstance(event, NeedData) else buffered - kept
+                if header_bytes > self.max_header_bytes:
+                    raise MalformedMultipart(
+                        f"a multipart part header is longer than {self.max_header_bytes} bytes"
+                    )
             if not isinstance(event, NeedData):
                 return event
             if len(self._decoder.buffer) > self.max_header_bytes + READ_BYTES:

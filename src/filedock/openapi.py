@@ -1,4 +1,4 @@
-"""The OpenAPI 3.1 document of the native API, assembled from the API modules' fragments.
+"""The OpenAPI 3.1 document of every endpoint, assembled from the API modules' fragments.
 
 Each module listed in FRAGMENT_MODULES defines, at module level,
 `OPENAPI_PATHS: dict[str, Any]` (path items keyed by OpenAPI path, e.g.
@@ -11,9 +11,11 @@ from __future__ import annotations
 import copy
 import functools
 import importlib
+import re
 from typing import Any
 
 from . import __version__
+from .errors import HTTP_CODES, problem_body
 
 # Every module that documents endpoints, one a line. Add yours here.
 FRAGMENT_MODULES: tuple[str, ...] = (
@@ -22,6 +24,10 @@ FRAGMENT_MODULES: tuple[str, ...] = (
     "filedock.api.tus",
     "filedock.api.presign",
     "filedock.api.docs",
+    "filedock.api.health",
+    "filedock.api.compat",
+    "filedock.api.whoami",
+    "filedock.openapi",  # OPENAPI_PATHS, below: the web UI's page
 )
 
 PROBLEM_SCHEMA: dict[str, Any] = {
@@ -29,13 +35,45 @@ PROBLEM_SCHEMA: dict[str, Any] = {
     "description": "An RFC 9457 problem; `code` is stable and machine-readable (API.md section 2).",
     "required": ["type", "title", "status", "code"],
     "properties": {
-        "type": {"type": "string", "examples": ["about:blank"]},
-        "title": {"type": "string", "examples": ["Not Found"]},
+        "type": {"type": "string", "const": "about:blank"},
+        "title": {"type": "string", "description": "The HTTP reason phrase of `status`."},
         "status": {"type": "integer", "minimum": 400, "maximum": 599},
         "detail": {"type": "string"},
-        "code": {"type": "string", "examples": ["not-found"]},
+        "code": {"type": "string"},
     },
 }
+
+# The stable problem codes (API.md section 2, and `not-ready` of /readyz).
+CODES = frozenset(
+    {
+        "invalid-path", "not-found", "conflict", "exists", "too-large", "precondition-failed",
+        "digest-mismatch", "invalid-json", "invalid-patch", "patch-test-failed",
+        "pointer-not-found", "unsupported-media-type", "range-not-satisfiable", "unauthorized",
+        "forbidden", "method-not-allowed", "insufficient-storage", "read-only", "bad-request",
+        "internal", "not-ready",
+    }
+)  # fmt: skip
+# The code of a status whose description names none.
+STATUS_CODES: dict[int, str] = HTTP_CODES | {
+    423: "conflict",
+    460: "digest-mismatch",
+    500: "internal",
+    503: "not-ready",
+}
+# A detail for the examples, per code, in the words the server uses.
+EXAMPLE_DETAILS: dict[str, str] = {
+    "invalid-path": "a path may not have a '..' segment",
+    "not-found": "no object at images/cat.jpg",
+    "pointer-not-found": "nothing at /labels/7",
+    "unauthorized": "this request needs a token",
+    "forbidden": "this token may not write images/cat.jpg",
+    "read-only": "the server is read-only",
+    "precondition-failed": "the object's ETag is not one of If-Match's",
+    "too-large": "the body is larger than 10737418240 bytes",
+    "internal": "the server failed; the request id is in its log",
+    "not-ready": "the store is not reachable or not writable",
+}
+_NAMED_CODE = re.compile(r"`([a-z-]+)`|(?:^|; )([a-z-]+):")
 
 REASONS: dict[int, str] = {
     400: "Bad request: `invalid-path`, `bad-request`, `digest-mismatch`",
@@ -62,6 +100,14 @@ PATH_PARAMETER: dict[str, Any] = {
     ),
     "schema": {"type": "string", "minLength": 1, "maxLength": 1024},
 }
+
+
+def problem_example(status: int, description: str) -> dict[str, Any]:
+    """A problem as the server sends it for this status: the first code the description
+    names (`code` or code: ...), else the status's usual one."""
+    named = [a or b for a, b in _NAMED_CODE.findall(description)]
+    code = next((c for c in named if c in CODES), STATUS_CODES.get(status, "bad-request"))
+    return problem_body(status, code, EXAMPLE_DETAILS.get(code))
 
 
 def problem_response(description: str) -> dict[str, Any]:
@@ -149,6 +195,34 @@ def complete_path_item(item: dict[str, Any]) -> None:
         item["head"] = head
     for method in METHODS:
         if method in item:
-            item[method].setdefault("responses", {}).setdefault(
-                "default", problem_response("Any other error, as problem+json")
-            )
+            responses = item[method].setdefault("responses", {})
+            responses.setdefault("default", problem_response("Any other error, as problem+json"))
+            add_problem_examples(responses)
+
+
+def add_problem_examples(responses: dict[str, Any]) -> None:
+    """Give each problem response with a status an example of its own: without one, a docs
+    page makes one up from the schema, the same for every status."""
+    for status, response in responses.items():
+        media = response.get("content", {}).get("application/problem+json")
+        if status.isdigit() and media is not None and "example" not in media:
+            media["example"] = problem_example(int(status), response.get("description", ""))
+
+
+# The web UI's page (API.md section 12); its blueprint serves HTML and assets, no API.
+OPENAPI_PATHS: dict[str, Any] = {
+    "/": {
+        "get": {
+            "operationId": "getWebUi",
+            "summary": "The web UI: browse, upload, share and edit files in a browser",
+            "tags": ["ui"],
+            "security": [],
+            "responses": {
+                "200": {
+                    "description": "The page (its assets are served by filedock too).",
+                    "content": {"text/html": {"schema": {"type": "string"}}},
+                }
+            },
+        }
+    },
+}

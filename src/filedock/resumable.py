@@ -35,6 +35,7 @@ from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field, replace
 from typing import IO, Any, BinaryIO, Protocol, cast
 
+from .mediatypes import choose_type
 from .sha256state import TAG, ResumableSha256
 from .storage import (
     ABSENT,
@@ -57,6 +58,8 @@ from .storage import (
     open_locker,
 )
 from .storage.base import CHUNK_BYTES
+from .upload_quota import UNRECORDED_CLAIM_SECONDS, Limits, UploadClaims, owner_of
+from .upload_quota import release as release_claim
 
 TUS_VERSION = "1.0.0"
 EXTENSIONS = ("creation", "creation-with-upload", "termination", "checksum", "expiration")
@@ -68,7 +71,6 @@ SWEEP_RECORD = "uploads-swept-at"
 ID_PATTERN = re.compile(r"[0-9a-f]{32}")
 METADATA_KEY = re.compile(r"[!-~]+")  # printable ASCII without space; commas checked apart
 BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
-MEDIA_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]{1,127}/[A-Za-z0-9!#$&^_.+-]{1,127}")
 
 
 class UploadError(Exception):
@@ -138,6 +140,7 @@ class Upload:
     done: bool = False
     sha256: str = ""  # set when done
     etag: str = field(default="")  # set when done
+    owner: str = ""  # whose open-upload claim it holds (upload_quota.py); "" for none
 
     @property
     def target(self) -> Key:
@@ -193,9 +196,8 @@ def parse_target(metadata: dict[str, str]) -> Target:
     overwrite = metadata.get("overwrite", "false")
     if overwrite not in ("true", "false"):
         raise InvalidUpload("the 'overwrite' metadata is 'true' or 'false'")
-    filetype = metadata.get("filetype", "")
-    content_type = filetype.lower() if MEDIA_TYPE.fullmatch(filetype) else ""
-    return Target(key, overwrite == "true", content_type)
+    # `filetype` counts as a declared Content-Type (API.md section 3)
+    return Target(key, overwrite == "true", choose_type(key, metadata.get("filetype")))
 
 
 def parse_checksum(header: str | None) -> Checksum | None:
@@ -307,6 +309,7 @@ class Uploads:
         use_openssl: bool = True,
         disconnect_errors: tuple[type[BaseException], ...] = (),
         locker: Locker | None = None,
+        limits: Limits | None = None,
     ) -> None:
         if not isinstance(storage, Records) or not isinstance(storage, UploadParts):
             raise NotResumable("this store cannot hold resumable uploads")
@@ -316,6 +319,7 @@ class Uploads:
         self.clock = clock
         self.use_openssl = use_openssl
         self.disconnect_errors = disconnect_errors
+        self.claims = UploadClaims(self.storage, limits, clock) if limits is not None else None
 
     # -- records ---------------------------------------------------------------------------
 
@@ -333,10 +337,27 @@ class Uploads:
     def _lock(self, upload_id: str) -> AbstractContextManager[None]:
         return self.locker.lock("upload:" + upload_id)
 
-    def _forget(self, upload_id: str) -> None:
+    def _forget(self, upload_id: str, owner: str = "") -> None:
         self.storage.delete_upload(upload_id)
         self.storage.delete_record(RECORD_PREFIX + upload_id + ".json")
         PREFIX_HASHES.drop(upload_id)
+        self._release(owner, upload_id)
+
+    def _release(self, owner: str, upload_id: str) -> None:
+        """Give back the upload's open-upload claim, if it holds one (also when this server
+        has no limits set and another one made the claim)."""
+        release_claim(self.storage, owner, upload_id)
+
+    def is_open(self, upload_id: str, claimed_at: float) -> bool:
+        """Does the upload still hold its claim: not finished, not expired, and recorded
+        (or just claimed, its record about to be written)?"""
+        try:
+            upload = self._load(upload_id)
+        except UploadNotFound:
+            return self.clock() - claimed_at < UNRECORDED_CLAIM_SECONDS
+        except (ValueError, TypeError):
+            return False
+        return not upload.done and upload.expires > self.clock()
 
     def get(self, upload_id: str) -> Upload:
         """The upload's record; UploadNotFound if there is none or it expired (then removed)."""
@@ -352,7 +373,7 @@ class Uploads:
                 upload = self._load(upload_id)
                 if upload.expires > self.clock():
                     return False
-                self._forget(upload_id)
+                self._forget(upload_id, upload.owner)
         except Locked:
             return False
         except UploadNotFound:
@@ -373,8 +394,9 @@ class Uploads:
             else:
                 raise TargetExists(f"an object exists at {target.key}; set overwrite to replace it")
 
-    def create(self, length: int, metadata_header: str, target: Target) -> Upload:
-        """Start an upload of `length` bytes to target (checked again here)."""
+    def create(self, length: int, metadata_header: str, target: Target, client: str = "") -> Upload:
+        """Start an upload of `length` bytes to target (checked again here) for client (a
+        token or an address, counted against the open-upload limits when they are set)."""
         self.check_target(target, length)
         self.maybe_sweep()
         now = self.clock()
@@ -389,10 +411,17 @@ class Uploads:
             metadata=metadata_header.strip(),
             created=now,
             expires=now + UPLOAD_TTL_SECONDS,
+            owner=owner_of(client) if self.claims is not None else "",
         )
         upload = self._with_hash(upload, sha256)
-        # The record first: data without a record could never be found and swept.
-        self.storage.put_record(RECORD_PREFIX + upload.id + ".json", upload.to_json(), ABSENT)
+        if self.claims is not None:  # TooManyUploads, before anything else is stored
+            self.claims.claim(upload.owner, upload.id, length, self.is_open)
+        try:
+            # The record first: data without a record could never be found and swept.
+            self.storage.put_record(RECORD_PREFIX + upload.id + ".json", upload.to_json(), ABSENT)
+        except BaseException:
+            self._release(upload.owner, upload.id)
+            raise
         self.storage.create_upload(upload.id, upload.target)
         if length == 0:
             with self._lock(upload.id):
@@ -525,6 +554,7 @@ class Uploads:
         done = replace(upload, done=True, sha256=info.sha256, etag=info.etag, hash_state="")
         self._save(done)
         PREFIX_HASHES.drop(upload.id)
+        self._release(upload.owner, upload.id)
         return done
 
     # -- termination and expiry ------------------------------------------------------------------
@@ -533,7 +563,7 @@ class Uploads:
         """Remove an upload and its data (not the object it was committed to)."""
         upload = self.get(upload_id)
         with self._lock(upload.id):
-            self._forget(upload.id)
+            self._forget(upload.id, upload.owner)
 
     def maybe_sweep(self) -> int:
         """Sweep if no worker or instance has within SWEEP_INTERVAL_SECONDS."""

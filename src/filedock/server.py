@@ -23,10 +23,12 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.workers.gthread import ThreadWorker
 from prometheus_client import multiprocess
 
+from . import tokenstore
 from .app import create_app
 from .config import Settings
 from .errors import problem_body
 from .metrics import MULTIPROC_ENV
+from .storage import open_storage
 
 # A gthread worker's main loop heartbeats the arbiter while its threads serve requests, so this
 # timeout bounds a hung worker, never the length of an upload or download.
@@ -59,12 +61,32 @@ def check_exposure(settings: Settings) -> None:
     """Refuse to open a server with no tokens beyond loopback unless explicitly allowed."""
     if settings.tokens or settings.allow_anonymous or is_loopback(settings.host):
         return
+    if tokenstore.holds_tokens(open_storage(settings)):
+        return
     raise ServeError(
         f"refusing to listen on {settings.host}: no tokens are configured, so anyone who can "
         "reach it could read and write the store. Create a token with "
-        "'filedock token create --config FILE --scope read,write' and pass --config FILE, "
+        "'filedock token create --config FILE --scope read,write' and pass --config FILE "
+        "(or keep it in the store: 'filedock token create --store STORE ...'), "
         "or pass --allow-anonymous to serve it open on purpose."
     )
+
+
+def check_address(settings: Settings) -> None:
+    """Refuse, with the reason, an address the server cannot listen on (a port in use, a
+    name that does not resolve, an address not on this host): gunicorn itself would retry
+    for five seconds and exit with log lines instead. It binds the same way (an IPv6 socket
+    for an IPv6 address, else IPv4, with SO_REUSEADDR)."""
+    bare = settings.host.strip("[]")
+    family = socket.AF_INET6 if util.is_ipv6(bare) else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((bare, settings.port))
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            where = f"{settings.host} port {settings.port}"
+            raise ServeError(f"cannot listen on {where}: {reason}") from None
 
 
 def gunicorn_options(settings: Settings) -> dict[str, Any]:
@@ -269,7 +291,16 @@ class Server(BaseApplication):  # type: ignore[misc]
 def serve(settings: Settings) -> None:
     """Run the server until SIGTERM or Ctrl-C."""
     check_exposure(settings)
-    create_app(settings)  # fail here, with a clear message, if the store cannot be opened
+    check_address(settings)
+    try:
+        create_app(settings)  # fail here, with a clear message, if the store cannot be opened
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        if isinstance(exc, FileExistsError | NotADirectoryError):
+            reason = "not a folder"  # makedirs() met a file where a folder should be
+        if exc.filename and os.path.abspath(exc.filename) != os.path.abspath(settings.store):
+            reason = f"{exc.filename}: {reason}"
+        raise ServeError(f"cannot open the store {settings.store}: {reason}") from None
     sys.argv = sys.argv[:1]  # gunicorn must not parse filedock's own flags
     # The workers' metrics meet in a folder of this server's own, made before they fork and
     # removed when it stops, so no count of an earlier server is ever added in.

@@ -319,7 +319,7 @@ def test_tus_offset_mismatch_target_taken_and_termination(client: FlaskClient) -
     assert tus_patch(client, url, 0, b"abc").status_code == 204
     assert_problem(tus_patch(client, url, 0, b"abc"), 409, "conflict")
     assert put(client, "t/x.bin", b"someone else").status_code == 201
-    assert_problem(tus_patch(client, url, 3, b"def"), 409, "exists")
+    assert_problem(tus_patch(client, url, 3, b"def"), 412, "exists")
     assert client.get("/api/v1/files/t/x.bin").data == b"someone else"
     assert client.delete(url, headers=TUS).status_code == 204
     assert client.head(url, headers=TUS).status_code == 404

@@ -227,7 +227,7 @@ class TestPost:
     def test_target_exists(self, client: FlaskClient, store_dir: Path) -> None:
         (store_dir / "taken.txt").write_bytes(b"old")
         _, response = create(client, 3, path="taken.txt")
-        assert_problem(response, 409, "exists")
+        assert_problem(response, 412, "exists")
         response = client.post(
             UPLOADS,
             data=b"new",
@@ -385,7 +385,7 @@ class TestPatch:
     def test_target_taken_meanwhile(self, client: FlaskClient, store_dir: Path) -> None:
         url, _ = create(client, 3, path="race.txt")
         (store_dir / "race.txt").write_bytes(b"someone else")
-        assert_problem(patch(client, url, 0, b"abc"), 409, "exists")
+        assert_problem(patch(client, url, 0, b"abc"), 412, "exists")
         assert (store_dir / "race.txt").read_bytes() == b"someone else"
         head = client.head(url, headers=TUS)  # the upload stays, complete
         assert head.status_code == 200 and head.headers["Upload-Offset"] == "3"
@@ -399,7 +399,7 @@ class TestPatch:
     ) -> None:
         url, _ = create(client, 3, path="race.txt")
         (store_dir / "race.txt").write_bytes(b"other")
-        assert patch(client, url, 0, b"abc").status_code == 409
+        assert patch(client, url, 0, b"abc").status_code == 412
         assert client.delete(url, headers=TUS).status_code == 204
         assert client.head(url, headers=TUS).status_code == 404
         assert (store_dir / "race.txt").read_bytes() == b"other"
@@ -711,7 +711,8 @@ class TestTuspy:
         assert_stored(store_dir, "py/resumed.bin", payload)
 
 
-def node(*args: str) -> dict[str, Any]:
+def node(*args: str, fails: bool = False) -> dict[str, Any]:
+    """Run tus_upload.js; its one JSON line (it must succeed, or with fails=True, fail)."""
     if not (JS_DIR / "node_modules" / "tus-js-client").exists():
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=JS_DIR, check=True)
     result = subprocess.run(
@@ -721,7 +722,7 @@ def node(*args: str) -> dict[str, Any]:
         timeout=120,
         check=False,
     )
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert (result.returncode != 0) == fails, result.stdout + result.stderr
     value: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     return value
 
@@ -736,6 +737,20 @@ class TestTusJsClient:
         )  # fmt: skip
         assert out["event"] == "success"
         assert_stored(store_dir, "js/full.bin", payload)
+
+    def test_generic_filetype_gives_the_extensions_type(
+        self, live_server: LiveServer, store_dir: Path
+    ) -> None:
+        source = store_dir.parent / "photo.jpg"
+        source.write_bytes(os.urandom(3000))
+        # tus_upload.js declares filetype application/octet-stream, as browsers do for files
+        # whose type they do not know: the name's extension then tells the type
+        out = node(live_server.url + UPLOADS, str(source), "js/photo.jpg", "1024")
+        assert out["event"] == "success"
+        meta = requests.get(live_server.url + "/api/v1/meta/js/photo.jpg", timeout=30).json()
+        assert meta["content_type"] == "image/jpeg"
+        download = requests.get(live_server.url + "/api/v1/files/js/photo.jpg", timeout=30)
+        assert download.headers["Content-Type"] == "image/jpeg"
 
     def test_resume_after_restart(
         self, restartable: list[LiveServer], store_dir: Path, payload: Path
@@ -753,6 +768,34 @@ class TestTusJsClient:
         assert out == {"event": "success", "url": url, "offset": 20 * MIB}  # the same upload
         assert requests.head(url, headers=TUS, timeout=30).headers["Upload-Offset"] == str(20 * MIB)
         assert_stored(store_dir, "js/resumed.bin", payload)
+
+
+class TestExistingTargetWithTusJsClient:
+    """An existing target is 412, which tus-js-client (and Uppy on it) does not retry: a 409
+    it takes for an offset conflict, and retries for as long as its retry delays say."""
+
+    def test_at_creation_fails_at_once(self, live_server: LiveServer, store_dir: Path) -> None:
+        (store_dir / "taken.bin").write_bytes(b"already here")
+        source = store_dir.parent / "new.bin"
+        source.write_bytes(b"x" * 3000)
+        out = node(live_server.url + UPLOADS, str(source), "taken.bin", "1024", fails=True)
+        assert out["event"] == "error" and out["status"] == 412
+        assert out["requests"] == 1  # the creation, not retried
+        assert (store_dir / "taken.bin").read_bytes() == b"already here"
+
+    def test_at_the_final_patch_fails_at_once(
+        self, live_server: LiveServer, store_dir: Path
+    ) -> None:
+        source = store_dir.parent / "new.bin"
+        source.write_bytes(os.urandom(3000))
+        endpoint = live_server.url + UPLOADS
+        out = node(endpoint, str(source), "late.bin", "1024", "--stop-after", "1")
+        assert out["event"] == "stopped" and out["offset"] == 1024
+        (store_dir / "late.bin").write_bytes(b"someone else")
+        out = node(endpoint, str(source), "late.bin", "1024", "--resume", out["url"], fails=True)
+        assert out["event"] == "error" and out["status"] == 412
+        assert out["requests"] == 3  # HEAD, the middle PATCH and the last, none retried
+        assert (store_dir / "late.bin").read_bytes() == b"someone else"
 
 
 def test_openapi_fragment_covers_every_route(app: Any) -> None:

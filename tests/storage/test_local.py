@@ -102,3 +102,23 @@ def test_a_file_swapped_for_an_outside_symlink_is_refused(
     (tmp_path / "store" / "swap.txt").symlink_to(tmp_path / "sentinel.txt")
     with pytest.raises(ObjectNotFound):
         local.stat(Key("swap.txt"))
+
+
+def test_each_version_is_newer_than_the_one_it_replaces(
+    local: LocalStorage, tmp_path: Path
+) -> None:
+    """Processes remember descriptions by (inode, size, mtime), and inode numbers are reused:
+    two versions of one path must never share a time, even when the clock gives the new one
+    no later time (a coarse clock, or the old version's time set ahead by hand)."""
+    other = LocalStorage(str(tmp_path / "store"))  # another worker or instance
+    path = tmp_path / "store" / "doc.json"
+    local.put(Key("doc.json"), io.BytesIO(b'{"n":1}'), "application/json")
+    ahead = os.stat(path).st_mtime_ns + 10**9
+    os.utime(path, ns=(ahead, ahead))
+    first = other.stat(Key("doc.json"))
+    second = local.put(Key("doc.json"), io.BytesIO(b'{"n":2}'), "application/json")
+    assert os.stat(path).st_mtime_ns > ahead
+    third = local.put(Key("doc.json"), io.BytesIO(b'{"n":3}'), "application/json")
+    assert os.stat(path).st_mtime_ns > ahead + 1
+    assert other.stat(Key("doc.json")) == third
+    assert len({first.sha256, second.sha256, third.sha256}) == 3

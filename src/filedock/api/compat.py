@@ -7,11 +7,12 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 from werkzeug.http import parse_options_header
 
-from .. import access
+from .. import access, mediatypes
 from ..bodies import IncompleteBody, body_reader
 from ..context import get_settings, get_storage
 from ..jsondocs import Document, InvalidJson, get_document
 from ..multipart import MalformedMultipart, client_basename, stage_form
+from ..openapi import PATH_PARAMETER
 from ..routing import came_from_utf8
 from ..storage import (
     InvalidKey,
@@ -22,7 +23,6 @@ from ..storage import (
     check_segment,
     durable_batch,
 )
-from .files import media_type
 
 bp = Blueprint("compat", __name__)
 
@@ -113,7 +113,7 @@ def store_files_list() -> Any:
         for item, name in zip(form.files, names, strict=True):
             try:
                 key = check_key(name)
-                item.commit(storage, key, media_type(item.content_type))
+                item.commit(storage, key, mediatypes.choose_type(key, item.content_type))
             except StorageError:
                 error_files += "," + item.filename
                 continue
@@ -121,3 +121,134 @@ def store_files_list() -> Any:
         return jsonify({"STATUS": "true", "ERROR_FILES_LIST": error_files, "SAVED_FILES": saved})
     finally:
         form.discard(storage)
+
+
+def _original(description: str, error: str) -> dict[str, Any]:
+    """A response in the original app's error shape (not problem+json)."""
+    example = {"STATUS": "false", "error": error}
+    schema = {"$ref": "#/components/schemas/CompatError"}
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": schema, "example": example}},
+    }
+
+
+_DENIED = {
+    "401": _original("No token, or an unknown one.", "this request needs a token"),
+    "403": _original("The token does not allow it.", "this token may not read labels.json"),
+}
+
+OPENAPI_SCHEMAS: dict[str, Any] = {
+    "CompatError": {
+        "type": "object",
+        "description": "The original app's error shape.",
+        "required": ["STATUS", "error"],
+        "properties": {"STATUS": {"const": "false"}, "error": {"type": "string"}},
+    },
+}
+
+_GET_JSON = {
+    "operationId": "compatGetJsonFromFile",
+    "summary": "A JSON document in the original app's shape",
+    "description": "API.md section 6. Errors keep the original's shape, not problem+json.",
+    "tags": ["compatibility"],
+    "responses": {
+        "200": {
+            "description": "The document as LABELS_MAPPING.",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["STATUS", "LABELS_MAPPING"],
+                        "properties": {"STATUS": {"const": "true"}, "LABELS_MAPPING": {}},
+                    },
+                    "example": {"STATUS": "true", "LABELS_MAPPING": {"ironman": "1"}},
+                }
+            },
+        },
+        "400": _original("The path breaks a rule of API.md section 1.", "invalid file name: …"),
+        **_DENIED,
+        "404": _original("No file at the path.", "file not found in server"),
+        "413": _original("The file is over max_json_bytes.", "file is too large"),
+        "422": _original("The file is not valid UTF-8 JSON.", "file is not valid JSON"),
+    },
+}
+
+OPENAPI_PATHS: dict[str, Any] = {
+    "/getJsonFromFile/{path}": {
+        "parameters": [PATH_PARAMETER],
+        "get": _GET_JSON,
+    },
+    "/getJsonFromFile/": {
+        "get": {
+            "operationId": "compatGetJsonFromFileEmpty",
+            "summary": "An empty path: 400 in the original app's shape",
+            "tags": ["compatibility"],
+            "responses": {"400": _original("No path.", "invalid file name: …"), **_DENIED},
+        },
+    },
+    "/uploadFiles": {
+        "post": {
+            "operationId": "compatUploadFiles",
+            "summary": "Upload files in the original app's shape",
+            "description": (
+                "API.md section 6. Each file of FILES_LIST is stored at the store's root as "
+                "FILE_NAME + the last segment of its filename without spaces, replacing an "
+                "existing one. Errors keep the original's shape, not problem+json."
+            ),
+            "tags": ["compatibility"],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["FILES_LIST"],
+                            "properties": {
+                                "FILES_LIST": {
+                                    "type": "array",
+                                    "items": {"type": "string", "format": "binary"},
+                                },
+                                "FILE_NAME": {"type": "string", "description": "A prefix"},
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "200": {
+                    "description": (
+                        "The files stored (SAVED_FILES); ERROR_FILES_LIST is empty, or a comma "
+                        "before each failed file's filename as sent."
+                    ),
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["STATUS", "ERROR_FILES_LIST", "SAVED_FILES"],
+                                "properties": {
+                                    "STATUS": {"const": "true"},
+                                    "ERROR_FILES_LIST": {"type": "string"},
+                                    "SAVED_FILES": {"type": "array", "items": {"type": "string"}},
+                                },
+                            },
+                            "example": {
+                                "STATUS": "true",
+                                "ERROR_FILES_LIST": "",
+                                "SAVED_FILES": ["new_filefile1.jpg", "new_filefile2.jpg"],
+                            },
+                        }
+                    },
+                },
+                "400": _original(
+                    "Not multipart, no files, a malformed body or a bad FILE_NAME.",
+                    "no files in FILES_LIST",
+                ),
+                **_DENIED,
+                "413": _original(
+                    "The body is over max_upload_bytes.", "the body is larger than 1024 bytes"
+                ),
+            },
+        }
+    },
+}

@@ -37,6 +37,7 @@ OPENAPI_PATHS: dict[str, Any] = {
             "operationId": "getOpenapi",
             "summary": "This OpenAPI 3.1 document",
             "tags": ["docs"],
+            "security": [],
             "responses": {
                 "200": {
                     "description": "The document",
@@ -44,5 +45,19 @@ OPENAPI_PATHS: dict[str, Any] = {
                 }
             },
         }
-    }
+    },
+    "/docs": {
+        "get": {
+            "operationId": "getDocs",
+            "summary": "This document, rendered by the bundled Swagger UI (works offline)",
+            "tags": ["docs"],
+            "security": [],
+            "responses": {
+                "200": {
+                    "description": "The page; its assets are under /static/docs/.",
+                    "content": {"text/html": {"schema": {"type": "string"}}},
+                }
+            },
+        }
+    },
 }

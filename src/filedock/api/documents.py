@@ -16,6 +16,11 @@ Choices where API.md is silent:
   is `400 digest-mismatch` and nothing is stored.
 - PATCH needs `read` as well as `write` on the path: it answers with the whole new document
   (and a JSON Patch `test` probes values), so a write-only token would otherwise read through it.
+- PATCH with `Content-Type: application/json` (what httpie, fetch, axios and requests send) is a
+  merge patch when the body is a JSON object, as json-server takes it; any other value is `415`,
+  since as a merge patch an array would replace the whole document.
+- A body that ends before its Content-Length (or a chunked one without its last chunk) is
+  `400 bad-request`, and nothing is stored.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Any, BinaryIO, cast
 from flask import Blueprint, Response, jsonify, request, url_for
 
 from .. import access, jsondocs
+from ..bodies import body_reader
 from ..context import get_settings, get_storage
 from ..digests import DigestCheck
 from ..errors import ApiError
@@ -39,15 +45,16 @@ ACCEPT_PATCH = ", ".join(jsondocs.PATCH_TYPES)
 
 
 def read_body(limit: int) -> bytes:
-    """The request body, refused past limit bytes: from Content-Length before reading it,
-    else as soon as the stream passes the limit; checked against its Content-Digest, if any."""
+    """The whole request body, refused past limit bytes: from Content-Length before reading it,
+    else as soon as the stream passes the limit; checked against its Content-Digest, if any.
+    IncompleteBody if it ends early."""
     length = request.content_length
     if length is not None and length > limit:
         raise TooLarge(f"the body is {length} bytes; the limit is {limit}")
     digest = DigestCheck.from_header(request.headers.get("Content-Digest"), False)
     chunks: list[bytes] = []
     size = 0
-    stream = digest.wrap(cast(BinaryIO, request.stream))
+    stream = digest.wrap(body_reader(cast(BinaryIO, request.stream), length))
     while True:
         chunk = stream.read(min(CHUNK_BYTES, limit + 1 - size))
         if not chunk:
@@ -74,9 +81,8 @@ def get_document(key: Key) -> Response:
     pointer = request.args.get("pointer", "")
     tokens = jsondocs.parse_pointer(pointer) if pointer else []
     doc = jsondocs.get_document(get_storage(), key, get_settings().max_json_bytes)
-    value = doc.value()  # checks the document is JSON (parsed once per version per process)
-    if tokens:
-        value = jsondocs.resolve_pointer(value, tokens)
+    doc.check()  # the document is JSON (decided once per version per process)
+    value = jsondocs.resolve_pointer(doc.value(), tokens) if tokens else None
     if_none_match = request.headers.get("If-None-Match")
     if if_none_match is not None and jsondocs.etag_matches(if_none_match, doc.etag, weak=True):
         response = Response(status=304)
@@ -107,19 +113,23 @@ def put_document(key: Key) -> tuple[Response, int]:
 def patch_document(key: Key) -> Response:
     """Apply a merge patch or a JSON Patch to the document, without losing concurrent updates."""
     access.require("read", key)
-    if request.mimetype not in jsondocs.PATCH_TYPES:
-        raise ApiError(
-            415,
-            "unsupported-media-type",
-            f"a PATCH body must be {' or '.join(jsondocs.PATCH_TYPES)}",
-            headers={"Accept-Patch": ACCEPT_PATCH},
+    if request.mimetype not in (*jsondocs.PATCH_TYPES, jsondocs.JSON):
+        raise unsupported_patch_type(
+            f"a PATCH body must be {' or '.join(jsondocs.PATCH_TYPES)}, "
+            f"or a JSON object sent as {jsondocs.JSON} (a merge patch)"
         )
     settings = get_settings()
     patch = jsondocs.decode_patch(read_body(settings.max_json_bytes))
-    if request.mimetype == jsondocs.MERGE_PATCH:
+    if request.mimetype == jsondocs.JSON_PATCH:
+        patcher = jsondocs.json_patcher(jsondocs.check_json_patch(patch), settings.max_json_bytes)
+    elif request.mimetype == jsondocs.MERGE_PATCH or isinstance(patch, dict):
         patcher = jsondocs.merge_patcher(patch)
     else:
-        patcher = jsondocs.json_patcher(jsondocs.check_json_patch(patch))
+        raise unsupported_patch_type(
+            f"an application/json PATCH body is taken as a merge patch only when it is a JSON "
+            f"object; send a JSON Patch (an array of operations) as {jsondocs.JSON_PATCH}, "
+            f"or another merge patch as {jsondocs.MERGE_PATCH}"
+        )
     written = jsondocs.patch_document(
         get_storage(),
         key,
@@ -129,6 +139,11 @@ def patch_document(key: Key) -> Response:
         if_none_match=request.headers.get("If-None-Match"),
     )
     return json_response(written.data, written.info.etag)
+
+
+def unsupported_patch_type(detail: str) -> ApiError:
+    """415, with the patch types this server takes."""
+    return ApiError(415, "unsupported-media-type", detail, headers={"Accept-Patch": ACCEPT_PATCH})
 
 
 # -- OpenAPI 3.1 fragments, merged into the spec by filedock.openapi ---------------------------
@@ -240,7 +255,10 @@ OPENAPI_PATHS: dict[str, Any] = {
                     "headers": {"ETag": _ETAG_HEADER, "Location": {"schema": {"type": "string"}}},
                     "content": {"application/json": {"schema": _METADATA}},
                 },
-                "400": problem_response("`invalid-path`, or `invalid-json`: the body is not JSON."),
+                "400": problem_response(
+                    "`invalid-path`; `invalid-json`: the body is not JSON (a string with a lone "
+                    "surrogate escape is not either); `bad-request`: the body ended early."
+                ),
                 "403": _COMMON_ERRORS["403"],
                 "409": problem_response("`conflict`: a parent is a file, or the path is a folder."),
                 "412": problem_response(
@@ -264,9 +282,16 @@ OPENAPI_PATHS: dict[str, Any] = {
             "parameters": [_IF_MATCH],
             "requestBody": {
                 "required": True,
+                "description": "`application/json`: an object, applied as a merge patch.",
                 "content": {
                     jsondocs.MERGE_PATCH: {"schema": _ANY_JSON},
                     jsondocs.JSON_PATCH: {"schema": {"$ref": "#/components/schemas/JsonPatch"}},
+                    jsondocs.JSON: {
+                        "schema": {
+                            "type": "object",
+                            "description": "A merge patch, as everyday JSON clients send it.",
+                        }
+                    },
                 },
             },
             "responses": {
@@ -276,7 +301,8 @@ OPENAPI_PATHS: dict[str, Any] = {
                     "content": {"application/json": {"schema": _ANY_JSON}},
                 },
                 "400": problem_response(
-                    "`invalid-path`, or `invalid-patch`: the patch is malformed."
+                    "`invalid-path`; `invalid-patch`: the patch is malformed; `invalid-json`: it "
+                    "has a string with a lone surrogate escape; `bad-request`: it ended early."
                 ),
                 "403": _COMMON_ERRORS["403"],
                 "404": problem_response("`not-found`: no document at the path."),
@@ -287,10 +313,13 @@ OPENAPI_PATHS: dict[str, Any] = {
                 "412": problem_response("`precondition-failed`: If-Match did not hold."),
                 "413": problem_response(
                     "`too-large`: the patch or the result is over max_json_bytes (nothing is "
-                    "stored), or nested too deeply."
+                    "stored), a JSON Patch has more than "
+                    f"{jsondocs.MAX_PATCH_OPERATIONS} operations or copies more than "
+                    "max_json_bytes in all, or the JSON is nested too deeply."
                 ),
                 "415": problem_response(
-                    "`unsupported-media-type`: not one of the two patch types."
+                    "`unsupported-media-type`: not one of the patch types, or an "
+                    "application/json body that is not a JSON object."
                 ),
                 "422": problem_response(
                     "`invalid-json`: the stored object is not valid UTF-8 JSON."

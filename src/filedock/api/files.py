@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from flask import Blueprint, Response, jsonify, request, url_for
 from werkzeug.http import http_date, parse_options_header
 from werkzeug.wsgi import wrap_file
 
-from .. import access
+from .. import access, mediatypes
 from ..bodies import body_reader
 from ..conditional import (
     RangeNotSatisfiable,
@@ -23,9 +22,9 @@ from ..context import get_settings, get_storage
 from ..digests import DigestCheck, content_digest
 from ..downloads import content_disposition, must_download
 from ..errors import ApiError, BadRequest, lookup
+from ..listing import list_page
 from ..multipart import StagedForm, client_basename, stage_form
 from ..openapi import PATH_PARAMETER, header, header_parameter, problem_responses
-from ..resumable import MEDIA_TYPE
 from ..storage import (
     ABSENT,
     ANYTHING,
@@ -46,7 +45,6 @@ from ..storage import (
     durable_batch,
 )
 from ..storage.base import MAX_KEY_BYTES
-from ..storage.local import guess_type
 from .shapes import metadata_json
 
 bp = Blueprint("files", __name__, url_prefix="/api/v1")
@@ -103,41 +101,20 @@ def parse_limit(value: str | None) -> int:
     """The page size: 1 to 1000, 100 by default."""
     if value is None:
         return DEFAULT_LIMIT
-    # ASCII digits only: str.isdigit() also accepts "²" (int() then fails) and "١"
-    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_LIMIT:
+    # ASCII digits only: str.isdigit() also accepts "²" (int() then fails) and "١"; and few of
+    # them: int() refuses thousands of digits (leading zeros too) with a ValueError.
+    if (
+        not (value.isascii() and value.isdigit())
+        or len(value) > 10
+        or not 1 <= int(value) <= MAX_LIMIT
+    ):
         raise BadRequest(f"limit must be an integer from 1 to {MAX_LIMIT}, not {value!r}")
     return int(value)
 
 
-def visible_items(storage: Storage, prefix: str, after: str) -> Iterator[ObjectInfo]:
-    """The objects a listing shows, in path order: the one place to filter what a caller
-    may see: only what the caller's token may read, under a name that is a valid path
-    (files put in a local store by hand may have names no request can address)."""
-    for info in storage.list(prefix, after):
-        try:
-            check_key(info.key)
-        except InvalidKey:
-            continue
-        if access.allowed("read", info.key):
-            yield info
-
-
-def request_content_type() -> str:
-    """The media type the client declared for a body ("" lets the store guess from the name)."""
-    return media_type(request.headers.get("Content-Type", ""))
-
-
-def media_type(header: str) -> str:
-    """type/subtype (plus a charset) of a Content-Type value, or "" when it has none."""
-    mimetype, options = parse_options_header(header)
-    # One type/subtype (as tus's filetype is checked): a list ("text/plain, text/html") is
-    # read by browsers as its last valid type, and control characters make no media type.
-    if not MEDIA_TYPE.fullmatch(mimetype):
-        return ""
-    charset = options.get("charset", "")
-    if charset and charset.replace("-", "").replace("_", "").isalnum() and len(charset) < 40:
-        return f"{mimetype}; charset={charset}"
-    return mimetype
+def request_content_type(key: Key) -> str:
+    """The media type to store the request's body at key with (API.md section 3)."""
+    return mediatypes.choose_type(key, request.headers.get("Content-Type"))
 
 
 def refuse_declared_size(limit: int) -> None:
@@ -158,15 +135,17 @@ def list_files() -> Response:
     limit = parse_limit(request.args.get("limit"))
     cursor = request.args.get("cursor")
     after = decode_cursor(cursor) if cursor else ""
-    items: list[ObjectInfo] = []
-    more = False
-    for info in visible_items(get_storage(), prefix, after):
-        if len(items) == limit:
-            more = True
-            break
-        items.append(info)
-    next_cursor = encode_cursor(items[-1].key) if more else None
-    return jsonify({"items": [metadata_json(i) for i in items], "next_cursor": next_cursor})
+    # only what the caller may read: the walk narrowed to its token's prefix, each key checked
+    page = list_page(
+        get_storage(),
+        prefix,
+        after,
+        limit,
+        access.readable_prefix(),
+        lambda key: access.allowed("read", key),
+    )
+    next_cursor = encode_cursor(page.items[-1].key) if page.more else None
+    return jsonify({"items": [metadata_json(i) for i in page.items], "next_cursor": next_cursor})
 
 
 @bp.get("/meta/<anypath:key>")
@@ -233,9 +212,9 @@ def download_headers(info: ObjectInfo, plan: ReadPlan) -> dict[str, str]:
     }
     if plan.status == 304:
         return headers
-    headers["Content-Type"] = info.content_type or "application/octet-stream"
+    headers["Content-Type"] = info.content_type or mediatypes.OCTET_STREAM
     wanted = request.args.get("download", "") in ("1", "true")
-    if wanted or must_download([info.content_type, guess_type(info.key)]):
+    if wanted or must_download([info.content_type, mediatypes.guess_type(info.key)]):
         headers["Content-Disposition"] = content_disposition(info.key.rsplit("/", 1)[-1])
     if plan.status == 206:
         headers["Content-Range"] = plan.range.content_range
@@ -284,7 +263,7 @@ def put_file(key: Key) -> Response:
     expect = request_conditions(storage, key)
     body = digest.wrap(body_reader(request.stream, request.content_length))
     info = storage.put(
-        key, body, request_content_type(), expect, settings.max_upload_bytes, digest.verify
+        key, body, request_content_type(key), expect, settings.max_upload_bytes, digest.verify
     )
     return metadata_response(info, 201 if info.created else 200)
 
@@ -341,7 +320,7 @@ def commit_form(
             check_segment(name)
             key = check_key(f"{folder}/{name}" if folder else name)
             access.require("write", key)
-            content_type = media_type(item.content_type)
+            content_type = mediatypes.choose_type(key, item.content_type)
             saved.append(item.commit(storage, key, content_type, ANYTHING if overwrite else ABSENT))
         except (InvalidKey, StorageError, access.AccessDenied) as exc:
             failed.append(upload_error(item.filename, exc))

@@ -9,6 +9,7 @@ from typing import Any
 from flask import Blueprint, request
 
 from .. import access, auth
+from ..bodies import body_reader
 from ..context import get_settings
 from ..errors import ApiError, BadRequest
 from ..storage import check_key
@@ -26,7 +27,8 @@ def read_json_object() -> dict[str, Any]:
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         raise ApiError(413, "too-large", f"the body is larger than {MAX_BODY_BYTES} bytes")
     data = b""
-    while len(data) <= MAX_BODY_BYTES and (chunk := request.stream.read(MAX_BODY_BYTES + 1)):
+    body = body_reader(request.stream, request.content_length)  # IncompleteBody if cut short
+    while len(data) <= MAX_BODY_BYTES and (chunk := body.read(MAX_BODY_BYTES + 1)):
         data += chunk
     if len(data) > MAX_BODY_BYTES:
         raise ApiError(413, "too-large", f"the body is larger than {MAX_BODY_BYTES} bytes")

@@ -8,19 +8,21 @@ its target."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 from flask import Blueprint, Response, request, url_for
 from werkzeug.exceptions import ClientDisconnected
 from werkzeug.http import http_date
 
 from .. import access
+from ..bodies import BodyReader, IncompleteBody
 from ..context import get_settings, get_storage
 from ..errors import ApiError, to_response
 from ..resumable import (
     CHECKSUM_ALGORITHMS,
     EXTENSIONS,
     TUS_VERSION,
+    Checksum,
     InvalidUpload,
     Target,
     Upload,
@@ -30,6 +32,7 @@ from ..resumable import (
     parse_offset,
     parse_target,
 )
+from ..upload_quota import Limits
 
 bp = Blueprint("tus", __name__, url_prefix="/api/v1/uploads")
 
@@ -39,11 +42,34 @@ OVERRIDABLE = ("PATCH", "DELETE", "HEAD")
 
 def uploads() -> Uploads:
     """The tus rules over this app's store."""
+    settings = get_settings()
     return Uploads(
         get_storage(),
-        get_settings().max_upload_bytes,
-        disconnect_errors=(ClientDisconnected, OSError),
+        settings.max_upload_bytes,
+        disconnect_errors=(ClientDisconnected, OSError, IncompleteBody),
+        limits=Limits(settings.max_open_uploads, settings.open_upload_bytes_limit),
     )
+
+
+def append_body(rules: Uploads, upload_id: str, offset: int, checksum: Checksum | None) -> Upload:
+    """Append this request's body to the upload at offset.
+
+    A body that ends before its Content-Length, or a chunked one that breaks off before its
+    last chunk, is answered 400. What did arrive stays in the upload, as tus asks (a client
+    that lost its connection resumes from HEAD's Upload-Offset, not from the start), but it is
+    not acknowledged: a broken request never gets a success answer, unless the bytes that
+    arrived were all the upload still lacked (it is then complete, and committed)."""
+    body = BodyReader(request.stream, request.content_length)
+    upload = rules.append(upload_id, offset, cast(BinaryIO, body), request.content_length, checksum)
+    if body.incomplete and not upload.done:
+        raise ApiError(
+            400,
+            "bad-request",
+            f"the request body ended early, after {body.received} bytes; the upload keeps "
+            f"what arrived: continue from Upload-Offset {upload.offset}",
+            headers={"Upload-Offset": str(upload.offset)},
+        )
+    return upload
 
 
 def new_upload_target(metadata_header: str) -> Target:
@@ -136,11 +162,11 @@ def post_upload() -> Any:
     metadata_header = request.headers.get("Upload-Metadata", "")
     target = new_upload_target(metadata_header)
     rules = uploads()
-    upload = rules.create(length, metadata_header, target)
+    upload = rules.create(length, metadata_header, target, access.requester())
     url = location(upload.id)
     if has_body:
         try:
-            upload = rules.append(upload.id, 0, request.stream, request.content_length, checksum)
+            upload = append_body(rules, upload.id, 0, checksum)
         except Exception as exc:  # the upload exists: tell the client where, with the error
             response = to_response(exc)
             response.headers["Location"] = url
@@ -169,7 +195,7 @@ def patch_upload(upload_id: str) -> Any:
         raise ApiError(415, "unsupported-media-type", f"a PATCH body must be {OFFSET_OCTET_STREAM}")
     offset = parse_offset(request.headers.get("Upload-Offset"), "Upload-Offset")
     checksum = parse_checksum(request.headers.get("Upload-Checksum"))
-    upload = rules.append(upload.id, offset, request.stream, request.content_length, checksum)
+    upload = append_body(rules, upload.id, offset, checksum)
     headers = upload_headers(upload)
     del headers["Upload-Length"]
     return empty(204, headers)
@@ -294,13 +320,21 @@ OPENAPI_PATHS: dict[str, Any] = {
                     "headers": _STATE_OUT | {"Location": _header("the upload's URL")},
                 },
                 "400": _problem("bad Upload-Length or Upload-Metadata, invalid path"),
-                "403": _problem("read-only server"),
-                "409": _problem("exists: the target exists and overwrite is not set"),
+                "403": _problem(
+                    "read-only: a read-only server; too-many-uploads: this client (its token, "
+                    "or its address without one) has max_open_uploads unfinished uploads, or "
+                    "they would claim more than max_open_upload_bytes; forbidden: no write "
+                    "scope on the target"
+                ),
+                "412": _problem(
+                    "exists: the target exists and overwrite is not set (not 409, which tus "
+                    "clients retry as an offset conflict); precondition-failed: Tus-Resumable "
+                    "missing or not 1.0.0 (answer carries Tus-Version)"
+                ),
                 "413": _problem("Upload-Length past Tus-Max-Size"),
                 "415": _problem(f"a body that is not {OFFSET_OCTET_STREAM}"),
                 "460": _problem("the body does not match Upload-Checksum"),
-            }
-            | _COMMON_ERRORS,
+            },
         },
     },
     "/api/v1/uploads/{upload_id}": {
@@ -340,13 +374,17 @@ OPENAPI_PATHS: dict[str, Any] = {
                 "204": {"description": "chunk stored durably", "headers": _STATE_OUT},
                 "400": _problem("bad Upload-Offset or Upload-Checksum"),
                 "404": _problem("no such upload (or expired)"),
-                "409": _problem("conflict: Upload-Offset mismatch; exists: target taken at commit"),
+                "409": _problem("conflict: Upload-Offset mismatch, or a parent is a file"),
+                "412": _problem(
+                    "exists: the target appeared meanwhile and overwrite is not set; the "
+                    "upload stays (DELETE it, or clear the target and send an empty PATCH); "
+                    "precondition-failed: Tus-Resumable missing or not 1.0.0"
+                ),
                 "413": _problem("the chunk passes Upload-Length"),
                 "415": _problem(f"Content-Type is not {OFFSET_OCTET_STREAM}"),
                 "423": _problem("another request is writing to this upload"),
                 "460": _problem("the chunk does not match Upload-Checksum; not kept"),
-            }
-            | _COMMON_ERRORS,
+            },
         },
         "delete": {
             "summary": "Terminate the upload (termination)",

@@ -4,9 +4,11 @@ capabilities (Records, UploadParts, Staging, Batching) with isinstance()."""
 
 from __future__ import annotations
 
+import re
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from ..config import ConfigError
 from .base import (
     ABSENT,
     ANYTHING,
@@ -19,6 +21,7 @@ from .base import (
     InsufficientStorage,
     InvalidKey,
     Key,
+    KeyListing,
     Locked,
     Locker,
     Matches,
@@ -57,6 +60,7 @@ __all__ = [
     "InsufficientStorage",
     "InvalidKey",
     "Key",
+    "KeyListing",
     "Locked",
     "Locker",
     "Matches",
@@ -83,6 +87,10 @@ __all__ = [
 ]
 
 
+# A store setting that starts like a URL names a kind of store, not a folder.
+URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
 @runtime_checkable
 class _HasLocker(Protocol):
     def locker(self) -> Locker: ...
@@ -96,13 +104,18 @@ def open_storage(settings: Settings) -> ObjectStore:
 
         return MemoryStorage()
     if settings.store.startswith("s3://"):
-        from ..config import ConfigError
         from .s3 import open_s3
 
         try:
             return open_s3(settings.store, settings.s3_endpoint)
         except ValueError as exc:  # a bad bucket name or prefix: the command says so
             raise ConfigError(f"store: {exc}") from None
+    scheme = URL_SCHEME.match(settings.store)
+    if scheme:
+        raise ConfigError(
+            f"unknown kind of store {scheme[0]!r} in {settings.store!r}: "
+            "give a folder, s3://BUCKET/PREFIX or memory://"
+        )
     from .local import LocalStorage
 
     return LocalStorage(settings.store)

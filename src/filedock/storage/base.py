@@ -383,3 +383,13 @@ def check_record_expect(name: str, current: Record | None, expect: Expect) -> No
         raise AlreadyExists(f"the record {name} exists")
     if isinstance(expect, Matches) and (current is None or current.version != expect.version):
         raise PreconditionFailed(f"the record {name} has changed")
+
+
+@runtime_checkable
+class KeyListing(Protocol):
+    """Listing keys without describing their objects (which can mean hashing them), so a
+    caller can filter keys first and describe only those it returns. Optional."""
+
+    def list_keys(self, prefix: str = "", after: str = "") -> Iterator[str]:
+        """Keys that start with prefix and sort after `after`, in key order."""
+        ...

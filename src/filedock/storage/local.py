@@ -50,6 +50,8 @@ SWEEP_EVERY_SECONDS = 600
 # A staging file without an owner record is left alone this long: its owner may be between
 # creating its record and the listing that missed it.
 ORPHAN_AGE_SECONDS = 600
+# How often a commit makes its folders again when deletes beside it keep removing them.
+PARENT_ATTEMPTS = 100
 
 
 def _stamp(st: os.stat_result) -> tuple[int, int, int, int]:
@@ -401,10 +403,7 @@ class LocalStorage:
         with self._lock(key):
             created = not self._check_expect(key, expect)
             parent = os.path.dirname(path)
-            try:
-                os.makedirs(parent, exist_ok=True)
-            except (FileExistsError, NotADirectoryError):
-                raise Conflict(f"a parent of {key} is a file") from None
+            self._make_parent(key, parent)
             if self._path(key) != path:  # a parent was swapped for a symlink meanwhile
                 raise ObjectNotFound(f"no object at {key}")
             if os.path.isdir(path):
@@ -412,6 +411,7 @@ class LocalStorage:
                     os.rmdir(path)  # an empty folder holds no objects: the file may take its place
                 except OSError:
                     raise Conflict(f"{key} is a folder that holds objects") from None
+            _move_time_on(path, staging)
             st = os.stat(staging)
             meta: dict[str, object] = {
                 "stamp": [st.st_ino, st.st_size, st.st_mtime_ns],
@@ -424,12 +424,55 @@ class LocalStorage:
             with _enospc():
                 self._write_meta(self._hashed("meta", key, ".json"), meta)
                 os.chmod(staging, 0o644)
-                os.replace(staging, path)
+                self._rename_into(key, staging, path, parent)
                 if batch is None:
                     _fsync_dir(parent)
                 else:
                     batch.folders.add(parent)
             return replace(self._info(key, path, os.stat(path)), created=created)
+
+    def _make_parent(self, key: Key, parent: str) -> None:
+        """Create the folders above key. A delete of the last file in one of them removes it
+        (its empty-folder cleanup takes that file's lock, not this key's), so a folder made a
+        moment ago may vanish: make it again, and call it a conflict only when a parent really
+        is a file."""
+        for _ in range(PARENT_ATTEMPTS):
+            try:
+                os.makedirs(parent, exist_ok=True)
+                return
+            except FileNotFoundError:  # an ancestor removed between two of makedirs' mkdirs
+                continue
+            except (FileExistsError, NotADirectoryError):  # a file, or a folder just removed
+                if self._file_above(parent):
+                    raise Conflict(f"a parent of {key} is a file") from None
+        raise Conflict(f"the folders above {key} kept being removed; try again")
+
+    def _file_above(self, parent: str) -> bool:
+        """Is some folder on the way from the root to parent a file?"""
+        folder = self.root
+        for segment in os.path.relpath(parent, self.root).split(os.sep):
+            folder = os.path.join(folder, segment)
+            try:
+                if not statmod.S_ISDIR(os.stat(folder).st_mode):  # a symlinked folder counts
+                    return True
+            except (FileNotFoundError, NotADirectoryError):
+                return False
+        return False
+
+    def _rename_into(self, key: Key, staging: str, path: str, parent: str) -> None:
+        """os.replace(staging, path), making the parent again if a delete removed it since."""
+        for _ in range(PARENT_ATTEMPTS):
+            try:
+                os.replace(staging, path)
+                return
+            except FileNotFoundError:
+                if not os.path.exists(staging):
+                    raise
+            except NotADirectoryError:
+                if self._file_above(parent):
+                    raise Conflict(f"a parent of {key} is a file") from None
+            self._make_parent(key, parent)
+        raise Conflict(f"the folders above {key} kept being removed; try again")
 
     def _check_expect(self, key: Key, expect: Expect) -> bool:
         """Whether an object is at key, once `expect` holds (no hashing for Anything)."""
@@ -467,38 +510,54 @@ class LocalStorage:
 
     def list(self, prefix: str = "", after: str = "") -> Iterator[ObjectInfo]:
         """Every object whose key starts with prefix, in key order, after `after`."""
-        base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
-        if base and any(s in ("", ".", "..") for s in base.split("/")):
-            return  # no key has such a prefix; never walk outside the root
-        try:
-            keys = sorted(k for k in self._walk(base) if k.startswith(prefix) and k > after)
-        except OSError:
-            return
-        for key in keys:
+        for key in self.list_keys(prefix, after):
             try:
                 yield self.stat(Key(key))
             except (ObjectNotFound, InvalidKey):
                 continue
 
-    def _walk(self, base: str) -> Iterator[str]:
+    def list_keys(self, prefix: str = "", after: str = "") -> Iterator[str]:
+        """Every key that starts with prefix, in key order, after `after`; nothing is read
+        or hashed (a file's name may still be one no request can address)."""
+        base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        if base and any(s in ("", ".", "..") for s in base.split("/")):
+            return  # no key has such a prefix; never walk outside the root
+        try:
+            keys = sorted(k for k in self._walk(base, prefix) if k.startswith(prefix) and k > after)
+        except OSError:
+            return
+        yield from keys
+
+    def _walk(self, base: str, prefix: str = "") -> Iterator[str]:
         top = os.path.join(self.root, base) if base else self.root
         if os.path.realpath(top) != os.path.normpath(top):
             return
         for dirpath, dirnames, filenames in os.walk(top):
             rel = os.path.relpath(dirpath, self.root)
             rel = "" if rel == os.curdir else rel + "/"
-            dirnames[:] = [d for d in dirnames if not d.startswith(RESERVED_PREFIX)]
+            # only into folders whose keys can start with prefix (team-a and team-ab/ for
+            # "team-a", not team-b/)
+            dirnames[:] = [
+                d
+                for d in dirnames
+                if not d.startswith(RESERVED_PREFIX)
+                and ((rel + d + "/").startswith(prefix) or prefix.startswith(rel + d + "/"))
+            ]
             for name in filenames:
                 if not name.startswith(RESERVED_PREFIX):
                     yield rel + name
 
     def check(self) -> None:
-        """Write, read back and remove a probe record."""
-        self.put_record("probe", b"ok")
-        record = self.get_record("probe")
-        if record is None or record.value != b"ok":
-            raise OSError("the store did not read back what was written")
-        self.delete_record("probe")
+        """Write, read back and remove a probe record of this probe's own: concurrent probes
+        (from any worker, or any client: /readyz is public) never touch each other's."""
+        name, value = f"probes/{uuid.uuid4().hex}", uuid.uuid4().hex.encode()
+        try:
+            self.put_record(name, value)
+            record = self.get_record(name)
+            if record is None or record.value != value:
+                raise OSError("the store did not read back what was written")
+        finally:
+            self.delete_record(name)
 
     # -- Records -------------------------------------------------------------------------------
 
@@ -647,6 +706,24 @@ class LocalStorage:
         """Remove the upload's file if it is still there."""
         with suppress(FileNotFoundError):
             os.unlink(self._upload_path(upload_id))
+
+
+def _move_time_on(path: str, staging: str) -> None:
+    """Give a new version of a file a modification time later than the version it replaces.
+
+    Each process remembers descriptions by (device, inode, size, mtime). A replaced version's
+    inode number is freed and soon reused, and a coarse clock (before Linux 6.13 file times
+    advance once a tick, a few milliseconds) gives every file written within one tick the
+    same time: a later version of the same size could then look, to a process that cached an
+    earlier one, like that earlier one, and it would serve the old ETag and accept an If-Match
+    on it (a lost update). Times that only go up per path never repeat."""
+    try:
+        previous = os.stat(path).st_mtime_ns
+    except OSError:
+        return
+    st = os.stat(staging)
+    if st.st_mtime_ns <= previous:
+        os.utime(staging, ns=(st.st_atime_ns, previous + 1))
 
 
 def _copy(
