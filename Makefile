@@ -69,10 +69,12 @@ $(BENCH_STAMP): $(STAMP)
 
 # make bench: the full side-by-side run (writes docs/benchmarks-results.md, .json and .png);
 # make bench QUICK=1: every workload at small sizes, in under two minutes
+# (both also run bench/s3.py: filedock on S3 against boto3 on the same SeaweedFS)
 bench: $(BENCH_STAMP)
 	@command -v nginx >/dev/null && command -v wrk >/dev/null && command -v curl >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx wrk curl)
 	$(BIN)/python bench/run.py $(if $(QUICK),--quick,) $(BENCH_ARGS)
+	$(BIN)/python bench/s3.py $(if $(QUICK),--quick,) --json docs/benchmarks-s3.json
 
 # make bench-memory: peak RSS of the server during a 2 GiB upload and download, and sendfile use
 bench-memory: $(STAMP)

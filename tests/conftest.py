@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,9 @@ from flask.testing import FlaskClient
 
 from filedock.app import create_app
 from filedock.config import Settings
+from filedock.storage import ObjectStore, open_storage
+
+from .seaweed import BUCKET, Seaweed
 
 SRC = str(Path(__file__).resolve().parent.parent / "src")
 URL_LINE = re.compile(r"filedock: serving .* at (http://\S+/)")
@@ -49,6 +53,58 @@ def app(settings: Settings) -> Flask:
 def client(app: Flask) -> FlaskClient:
     """Flask's test client for the app."""
     return app.test_client()
+
+
+# -- stores ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaweed]:
+    """A real SeaweedFS for the whole session, on free loopback ports, in a fresh folder."""
+    server = Seaweed(tmp_path_factory.mktemp("seaweed")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_prefix(request: pytest.FixtureRequest) -> str:
+    """A prefix of the bucket that no other test uses."""
+    return f"t/{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def s3_env(seaweed: Seaweed, monkeypatch: pytest.MonkeyPatch) -> Seaweed:
+    """The SeaweedFS, with its credentials in this process's environment (as AWS's usual
+    sources give them)."""
+    for name, value in seaweed.env.items():
+        monkeypatch.setenv(name, value)
+    return seaweed
+
+
+@pytest.fixture
+def s3_settings(s3_env: Seaweed, s3_prefix: str) -> Settings:
+    """Settings for an S3 store under a fresh prefix of the session's SeaweedFS."""
+    return Settings(store=f"s3://{BUCKET}/{s3_prefix}", s3_endpoint=s3_env.endpoint)
+
+
+@pytest.fixture
+def memory_store() -> ObjectStore:
+    """A fresh in-memory store."""
+    return open_storage(Settings(store="memory://"))
+
+
+@pytest.fixture
+def local_store(store_dir: Path) -> ObjectStore:
+    """A fresh local store in a temporary folder."""
+    return open_storage(Settings(store=str(store_dir)))
+
+
+@pytest.fixture
+def s3_store(s3_settings: Settings) -> ObjectStore:
+    """A fresh S3 store: a new prefix of the session's SeaweedFS."""
+    return open_storage(s3_settings)
 
 
 @dataclass

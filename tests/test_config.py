@@ -76,3 +76,20 @@ def test_every_setting_is_in_the_readme() -> None:
             continue
         assert re.search(rf"`{field.name}`", readme), field.name
         assert f"FILEDOCK_{field.name.upper()}" in readme or field.name == "tokens", field.name
+
+
+@pytest.mark.parametrize("store", ["s3://B_ad/x", "s3://bucket/a/../b", "s3://"])
+def test_a_bad_s3_store_is_a_clear_error(store: str) -> None:
+    from click.testing import CliRunner
+
+    from filedock.cli import main
+
+    result = CliRunner().invoke(main, ["serve", "--store", store, "--port", "0"])
+    assert result.exit_code != 0
+    assert "Error: store:" in result.output and "Traceback" not in result.output
+
+
+def test_s3_endpoint_from_the_environment() -> None:
+    env = {"FILEDOCK_STORE": "s3://bucket/pre", "FILEDOCK_S3_ENDPOINT": "http://127.0.0.1:9"}
+    settings = Settings.from_env(env)
+    assert (settings.store, settings.s3_endpoint) == ("s3://bucket/pre", "http://127.0.0.1:9")

@@ -25,14 +25,9 @@ from filedock.jsondocs import (
     PatchTestFailed,
     PointerNotFound,
 )
-from filedock.storage import (
-    Key,
-    LocalStorage,
-    MemoryStorage,
-    PreconditionFailed,
-    TooLarge,
-    check_key,
-)
+from filedock.storage import Key, PreconditionFailed, TooLarge, check_key
+from filedock.storage.local import LocalStorage
+from filedock.storage.memory import MemoryStorage
 
 DEEP = b"[" * 100_000 + b"]" * 100_000
 
@@ -214,7 +209,7 @@ def test_patch_that_does_not_apply_is_a_conflict(op: dict[str, Any]) -> None:
 
 
 def write(storage: Any, key: Key, data: bytes) -> str:
-    etag: str = storage.write(key, io.BytesIO(data), "application/json").etag
+    etag: str = storage.put(key, io.BytesIO(data), "application/json").etag
     return etag
 
 

@@ -29,15 +29,10 @@ from filedock.resumable import (
     parse_target,
 )
 from filedock.sha256state import TAG, ResumableSha256, libcrypto
-from filedock.storage import (
-    InvalidKey,
-    Key,
-    LocalStorage,
-    Locked,
-    MemoryStorage,
-    Storage,
-    TooLarge,
-)
+from filedock.storage import InvalidKey, Key, Locked, Storage, TooLarge
+from filedock.storage.local import LocalStorage
+from filedock.storage.locks import FileLocker
+from filedock.storage.memory import MemoryStorage
 from filedock.upload_quota import (
     UNRECORDED_CLAIM_SECONDS,
     Limits,
@@ -208,18 +203,18 @@ def test_checksum_mismatch_keeps_nothing(store: Any) -> None:
     with pytest.raises(ChecksumMismatch):
         uploads.append(upload.id, 0, io.BytesIO(b"abc"), 3, wrong)
     assert uploads.get(upload.id).offset == 0
-    assert store.staging_size(upload.id) == 0
+    assert store.upload_size(upload.id) == 0
     right = Checksum("sha256", hashlib.sha256(b"abc").digest())
     assert uploads.append(upload.id, 0, io.BytesIO(b"abc"), 3, right).offset == 3
 
 
 def test_target_checked_at_creation_and_commit(store: Any) -> None:
     uploads = Uploads(store, 100)
-    store.write(Key("taken"), io.BytesIO(b"x"), "")
+    store.put(Key("taken"), io.BytesIO(b"x"), "")
     with pytest.raises(TargetExists):
         uploads.create(3, "", target("taken"))
     upload = uploads.create(3, "", target("free"))
-    store.write(Key("free"), io.BytesIO(b"first"), "")
+    store.put(Key("free"), io.BytesIO(b"first"), "")
     with pytest.raises(TargetExists):
         uploads.append(upload.id, 0, io.BytesIO(b"abc"), 3)
     assert read(store, "free") == b"first"
@@ -232,7 +227,7 @@ def test_target_checked_at_creation_and_commit(store: Any) -> None:
 def test_a_second_writer_is_refused(store: Any) -> None:
     uploads = Uploads(store, 100)
     upload = uploads.create(6, "", target())
-    with store.lock_staging(upload.id):
+    with uploads.locker.lock("upload:" + upload.id):
         with pytest.raises(Locked):
             uploads.append(upload.id, 0, io.BytesIO(b"abc"), 3)
         with pytest.raises(Locked):
@@ -240,15 +235,14 @@ def test_a_second_writer_is_refused(store: Any) -> None:
     assert uploads.append(upload.id, 0, io.BytesIO(b"abc"), 3).offset == 3
 
 
-def test_lock_is_held_across_threads(store_dir: Path) -> None:
-    store = LocalStorage(str(store_dir))
-    store.create_staging("ab" * 16)
+def test_file_lock_is_held_across_threads(store_dir: Path) -> None:
+    locker = FileLocker(str(store_dir / "locks"))
     results: list[str] = []
-    with store.lock_staging("ab" * 16):
+    with locker.lock("upload:" + "ab" * 16):
 
         def other() -> None:
             try:
-                with store.lock_staging("ab" * 16):
+                with locker.lock("upload:" + "ab" * 16):
                     results.append("got it")
             except Locked:
                 results.append("locked")
@@ -267,10 +261,10 @@ def test_expiry_and_sweep(store: Any) -> None:
     fresh = uploads.create(5, "", target("b"))  # within the sweep interval: no sweep
     clock.now += 20
     assert uploads.get(fresh.id).id == fresh.id
-    assert store.get_state(f"uploads/{old.id}.json") is not None
+    assert store.get_record(f"uploads/{old.id}.json") is not None
     clock.now += resumable.SWEEP_INTERVAL_SECONDS
     uploads.create(5, "", target("c"))  # sweeps
-    assert store.get_state(f"uploads/{old.id}.json") is None
+    assert store.get_record(f"uploads/{old.id}.json") is None
     with pytest.raises(UploadNotFound):
         uploads.get(old.id)
     assert uploads.get(fresh.id).id == fresh.id
@@ -302,39 +296,15 @@ def test_bad_ids_are_not_found(store: Any, upload_id: str) -> None:
         Uploads(store, 100).get(upload_id)
 
 
-# -- the staging data itself ---------------------------------------------------------------------
+# -- the upload data itself (the UploadParts contract is in tests/storage/test_contract.py) ----
 
 
-def test_append_staging_writes_at_the_offset(store: Any) -> None:
-    staging = store  # the StagingStore side of the same object
-    staging.create_staging("cd" * 16)
-    assert staging.append_staging("cd" * 16, 0, io.BytesIO(b"hello")) == 5
-    # bytes past the offset (never acknowledged) are replaced
-    assert staging.append_staging("cd" * 16, 3, io.BytesIO(b"LO!")) == 6
-
-    def refuse() -> None:
-        raise ValueError("no")
-
-    with pytest.raises(ValueError):
-        staging.append_staging("cd" * 16, 6, io.BytesIO(b"more"), None, refuse)
-    with pytest.raises(TooLarge):
-        staging.append_staging("cd" * 16, 6, io.BytesIO(b"more"), 8)
-    assert staging.staging_size("cd" * 16) == 6
-    with staging.open_staging("cd" * 16) as f:
-        assert f.read() == b"helLO!"
-    staged = staging.staged("cd" * 16, hashlib.sha256(b"helLO!").hexdigest())
-    info = store.commit(Key("s.txt"), staged, "text/plain")
-    assert info.size == 6 and read(store, "s.txt") == b"helLO!"
-    staging.delete_staging("cd" * 16)
-    staging.delete_staging("cd" * 16)
-
-
-def test_local_staging_lives_under_the_reserved_folder(store_dir: Path) -> None:
+def test_local_upload_data_lives_under_the_reserved_folder(store_dir: Path) -> None:
     store = LocalStorage(str(store_dir))
-    store.create_staging("ef" * 16)
+    store.create_upload("ef" * 16, Key("t"))
     assert (store_dir / ".filedock" / "uploads" / ("ef" * 16 + ".part")).exists()
     with pytest.raises(ValueError):
-        store.create_staging("../../sentinel")
+        store.create_upload("../../sentinel", Key("t"))
 
 
 # -- open-upload limits (the HTTP side: tests/test_upload_limits_serve.py) ------------------------
@@ -345,7 +315,7 @@ def test_claims_of_uploads_no_longer_open_are_found_out(store: Any) -> None:
     uploads = Uploads(store, 1 << 20, clock=clock, limits=Limits(2, 1 << 30))
     # a claim whose upload record was never written (the server died in between)...
     lost = {"length": 10, "at": clock.now}
-    store.put_state(claim_name(owner_of("me"), "0" * 32), json.dumps(lost).encode())
+    store.put_record(claim_name(owner_of("me"), "0" * 32), json.dumps(lost).encode())
     # ...and an upload left to expire
     uploads.create(10, "", target("t/a"), "me")
     with pytest.raises(TooManyUploads):  # both still count: the lost claim may be in flight
@@ -357,4 +327,4 @@ def test_claims_of_uploads_no_longer_open_are_found_out(store: Any) -> None:
     clock.now += resumable.UPLOAD_TTL_SECONDS + 1  # both expire unswept: neither counts
     uploads.create(10, "", target("t/c"), "me")
     uploads.create(10, "", target("t/d"), "me")
-    assert len(list(store.list_state(claim_name(owner_of("me"), "")))) == 2
+    assert len(list(store.list_records(claim_name(owner_of("me"), "")))) == 2

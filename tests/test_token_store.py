@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from filedock.auth import hash_token
 from filedock.cli import main
-from filedock.storage import LocalStorage
+from filedock.storage.local import LocalStorage
 from filedock.tokenstore import (
     REFRESH_SECONDS,
     STALE_SECONDS,

@@ -31,7 +31,7 @@ from . import auth, tokenstore
 from .config import ConfigError, Settings, Token, read_toml
 from .context import get_settings, get_storage
 from .errors import ApiError, problem
-from .storage import InvalidKey, StateStore, Storage, check_key
+from .storage import ABSENT, AlreadyExists, InvalidKey, Records, Storage, check_key
 
 log = logging.getLogger("filedock")
 
@@ -104,7 +104,7 @@ class TokenSource:
         self._path = settings.config_file
         self._signature = self._stat()
         self._store = None
-        if isinstance(storage, StateStore):
+        if isinstance(storage, Records):
             self._store = tokenstore.StoreTokens(storage, settings.store)
         self._enabled = bool(settings.tokens) or bool(self._store and self._store.known())
         self._lock = threading.Lock()
@@ -306,12 +306,21 @@ def check_request() -> Response | tuple[Response, int] | None:
     return None
 
 
-def denied(exc: AccessDenied) -> Response | tuple[Response, int]:
-    """The 401/403 response: problem+json, or the original shape on the compat endpoints."""
-    if request.blueprint == "compat":
-        from .api.compat import compat_error
+DenialShape = Callable[[int, str], tuple[Response, int]]
+_DENIAL_SHAPES: dict[str, DenialShape] = {}
 
-        response, status = compat_error(exc.status, exc.detail)
+
+def shape_denials(blueprint: str, shape: DenialShape) -> None:
+    """Answer 401/403 on a blueprint's endpoints in its own error shape (the compat
+    endpoints keep the original API's), rather than as problem+json."""
+    _DENIAL_SHAPES[blueprint] = shape
+
+
+def denied(exc: AccessDenied) -> Response | tuple[Response, int]:
+    """The 401/403 response: problem+json, or the blueprint's own shape if it has one."""
+    shape = _DENIAL_SHAPES.get(request.blueprint or "")
+    if shape is not None:
+        response, status = shape(exc.status, exc.detail)
     else:
         response, status = problem(exc.status, exc.code, exc.detail), exc.status
     if exc.headers:
@@ -384,13 +393,16 @@ def presign_secret() -> bytes:
         secret = settings.secret_key.encode("utf-8")
     else:
         storage = get_storage()
-        if not isinstance(storage, StateStore):
+        if not isinstance(storage, Records):
             raise ApiError(500, "internal", "signed links need secret_key for this store")
-        storage.put_state(auth.PRESIGN_KEY_STATE, secrets.token_bytes(32), if_absent=True)
-        stored = storage.get_state(auth.PRESIGN_KEY_STATE)  # the winner's key, if we lost
-        if not stored:
+        try:
+            storage.put_record(auth.PRESIGN_KEY_STATE, secrets.token_bytes(32), ABSENT)
+        except AlreadyExists:
+            pass  # another worker or instance made it first: use theirs
+        stored = storage.get_record(auth.PRESIGN_KEY_STATE)
+        if stored is None or not stored.value:
             raise ApiError(500, "internal", "the signing key could not be stored")
-        secret = stored
+        secret = stored.value
     source.secret = secret
     return secret
 

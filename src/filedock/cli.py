@@ -101,7 +101,8 @@ def main() -> None:
 
 
 @main.command("serve")
-@click.option("--store", help="A directory (default ./data).")
+@click.option("--store", help="A directory (default ./data), or s3://BUCKET/PREFIX.")
+@click.option("--s3-endpoint", help="The URL of an S3-compatible store other than AWS.")
 @click.option("--host", help="Address to listen on (default 127.0.0.1).")
 @click.option("--port", type=int, help="Port (default 5000; 0 picks a free one).")
 @click.option("--workers", type=int, help="Worker processes (default 2 per core).")

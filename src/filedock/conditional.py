@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-from .storage import ObjectInfo, PreconditionFailed
+from .storage import ABSENT, ANYTHING, Expect, Matches, ObjectInfo, PreconditionFailed
 
 _RANGE = re.compile(r"^\s*([0-9]*)\s*-\s*([0-9]*)\s*$")
 
@@ -183,38 +183,29 @@ def _position(digits: str, ceiling: int) -> int:
     return min(int(digits), ceiling)
 
 
-@dataclass(frozen=True)
-class WriteConditions:
-    """Preconditions of a PUT or DELETE, as the store's compare-and-swap takes them."""
-
-    if_match: str | None = None
-    if_none_match: bool = False
-
-
 def write_conditions(
     current: ObjectInfo | None, if_match: str | None, if_none_match: str | None
-) -> WriteConditions:
-    """Turn If-Match / If-None-Match into a compare-and-swap against the store.
+) -> Expect:
+    """Turn If-Match / If-None-Match into the store's typed precondition.
 
-    `current` is the object as it was just seen (None if absent); it is needed only for an
-    If-None-Match that lists tags: the write then proceeds only while the object is still
-    the one seen, so the check and the write are one atomic step."""
+    `current` is the object as it was just seen (None if absent); it is needed when either
+    header lists tags: the write then proceeds only while the object is still the one seen
+    (Matches its SHA-256), so the check and the write are one atomic step."""
     if if_match is not None:
-        # If-Match compares strongly (RFC 9110 13.1.1): a W/ tag never matches, so only the
-        # strong tags go on to the store's compare-and-swap.
+        # If-Match compares strongly (RFC 9110 13.1.1): a W/ tag never matches.
         strong = [tag for tag in parse_etags(if_match) if not tag.startswith("W/")]
         if not strong:
             raise PreconditionFailed("If-Match lists no strong ETag, so nothing can match it")
-        if_match = ", ".join(strong)
+        if current is None:
+            raise PreconditionFailed("there is no object to match If-Match")
+        if "*" not in strong and current.etag not in strong:
+            raise PreconditionFailed(f"the object at {current.key} does not match If-Match")
     if if_none_match is None:
-        return WriteConditions(if_match=if_match)
-    tags = parse_etags(if_none_match)
-    if "*" in tags:
-        return WriteConditions(if_match=if_match, if_none_match=True)
-    if current is None:
-        return WriteConditions(if_match=if_match, if_none_match=if_match is None)
-    if matches_weak(if_none_match, current.etag):
+        return ANYTHING if current is None or if_match is None else Matches(current.sha256)
+    if current is not None and matches_weak(if_none_match, current.etag):
         raise PreconditionFailed(f"the object at {current.key} matches If-None-Match")
-    if if_match is not None and not matches_strong(if_match, current.etag):
-        raise PreconditionFailed(f"the object at {current.key} does not match If-Match")
-    return WriteConditions(if_match=current.etag)
+    if "*" in parse_etags(if_none_match):
+        if if_match is not None:  # If-Match needs an object, If-None-Match: * needs none
+            raise PreconditionFailed("If-Match and If-None-Match: * cannot both hold")
+        return ABSENT
+    return ABSENT if current is None else Matches(current.sha256)

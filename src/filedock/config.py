@@ -39,7 +39,8 @@ def default_workers() -> int:
 class Settings:
     """Everything the server can be told."""
 
-    store: str = "./data"  # a directory, or memory:// for tests and demos
+    store: str = "./data"  # a directory, memory:// for tests and demos, or s3://BUCKET/PREFIX
+    s3_endpoint: str = ""  # an S3-compatible store other than AWS (path-style addressing)
     host: str = "127.0.0.1"
     port: int = 5000
     workers: int = field(default_factory=lambda: default_workers())

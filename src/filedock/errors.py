@@ -40,6 +40,7 @@ from .storage import (
     Locked,
     ObjectNotFound,
     PreconditionFailed,
+    StoreUnavailable,
     TooLarge,
 )
 from .upload_quota import TooManyUploads
@@ -90,6 +91,7 @@ PROBLEMS: dict[type[Exception], tuple[int, str]] = {
     Conflict: (409, "conflict"),
     TooLarge: (413, "too-large"),
     InsufficientStorage: (507, "insufficient-storage"),
+    StoreUnavailable: (503, "store-unavailable"),
     InvalidJson: (400, "invalid-json"),
     InvalidDocument: (422, "invalid-json"),
     JsonTooComplex: (413, "too-large"),

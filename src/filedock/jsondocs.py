@@ -33,7 +33,16 @@ from typing import Any
 import jsonpatch
 import jsonpointer
 
-from .storage import Key, ObjectInfo, ObjectNotFound, PreconditionFailed, Storage, TooLarge
+from .storage import (
+    ABSENT,
+    Key,
+    Matches,
+    ObjectInfo,
+    ObjectNotFound,
+    PreconditionFailed,
+    Storage,
+    TooLarge,
+)
 
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
@@ -727,9 +736,9 @@ def put_document(
                 raise PreconditionFailed(f"the document at {key} matches If-None-Match")
         try:
             if current is None:
-                info = storage.write(key, io.BytesIO(data), JSON, if_none_match=True)
+                info = storage.put(key, io.BytesIO(data), JSON, ABSENT)
             else:
-                info = storage.write(key, io.BytesIO(data), JSON, if_match=current.etag)
+                info = storage.put(key, io.BytesIO(data), JSON, Matches(current.sha256))
         except PreconditionFailed:  # (AlreadyExists too) someone else wrote first: look again
             if if_match is not None or if_none_match == "*":
                 raise
@@ -773,7 +782,7 @@ def patch_document(
         if len(data) > max_bytes:
             raise TooLarge(f"the patched document would be {len(data)} bytes; limit {max_bytes}")
         try:
-            info = storage.write(key, io.BytesIO(data), JSON, if_match=doc.etag)
+            info = storage.put(key, io.BytesIO(data), JSON, Matches(doc.etag.strip('"')))
         except PreconditionFailed:
             if if_match is not None:
                 raise

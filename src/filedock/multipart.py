@@ -3,13 +3,18 @@
 Werkzeug's form parser spools every file to a temporary file before the handler sees it;
 a store would then copy it again. This reader hands each file part to the caller as a
 stream, so the store's staging file is the only copy, and it bounds everything a hostile
-body could use to exhaust the server: parts, header bytes, field bytes, total bytes."""
+body could use to exhaust the server: parts, header bytes, field bytes, total bytes.
+
+A store without Staging (S3) gets each file spooled to a temporary file instead, since its
+name is known only once the whole form is read; it is then put from there."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import IO, BinaryIO
+from typing import IO, BinaryIO, cast
 
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -23,7 +28,16 @@ from werkzeug.sansio.multipart import (
     State,
 )
 
-from .storage import Staged, Storage, TooLarge
+from .storage import (
+    ANYTHING,
+    Expect,
+    Key,
+    ObjectInfo,
+    ObjectStore,
+    Staged,
+    Staging,
+    TooLarge,
+)
 
 READ_BYTES = 1 << 20
 
@@ -179,11 +193,30 @@ class _PartStream:
 
 @dataclass
 class StagedFile:
-    """A file of the form, staged in the store and waiting for its final name."""
+    """A file of the form, staged and waiting for its final name: in the store's staging
+    area, or in a temporary file for a store without one."""
 
     filename: str
     content_type: str
-    staged: Staged
+    staged: Staged | None
+    spool: IO[bytes] | None = None
+
+    def commit(
+        self, storage: ObjectStore, key: Key, content_type: str, expect: Expect = ANYTHING
+    ) -> ObjectInfo:
+        """Make the file the object at key if `expect` holds (it stays staged if not)."""
+        if self.staged is not None:
+            return cast(Staging, storage).commit(key, self.staged, content_type, expect)
+        assert self.spool is not None
+        self.spool.seek(0)
+        return storage.put(key, cast(BinaryIO, self.spool), content_type, expect)
+
+    def discard(self, storage: ObjectStore) -> None:
+        """Drop the staged data."""
+        if self.staged is not None:
+            cast(Staging, storage).discard(self.staged)
+        if self.spool is not None:
+            self.spool.close()
 
 
 @dataclass
@@ -193,14 +226,14 @@ class StagedForm:
     files: list[StagedFile]
     fields: MultiDict[str, str]
 
-    def discard(self, storage: Storage) -> None:
+    def discard(self, storage: ObjectStore) -> None:
         """Drop every staged file that was not committed."""
         for item in self.files:
-            storage.discard(item.staged)
+            item.discard(storage)
 
 
 def stage_form(
-    storage: Storage,
+    storage: ObjectStore,
     stream: IO[bytes],
     boundary: bytes,
     file_field: str,
@@ -216,8 +249,13 @@ def stage_form(
         for part in reader:
             if part.name != file_field:
                 continue
-            staged = storage.stage(part.stream)
-            form.files.append(StagedFile(part.filename, part.content_type, staged))
+            if isinstance(storage, Staging):
+                staged = storage.stage(part.stream)
+                form.files.append(StagedFile(part.filename, part.content_type, staged))
+            else:
+                spool = tempfile.TemporaryFile()
+                form.files.append(StagedFile(part.filename, part.content_type, None, spool))
+                shutil.copyfileobj(part.stream, spool, READ_BYTES)
     except BaseException:
         form.discard(storage)
         raise

@@ -3,14 +3,15 @@
 An upload is two things in the store, so that any worker, a restarted server or another
 instance can continue it:
 
-- a small JSON record `uploads/<id>.json` in the StateStore: length, acknowledged offset,
+- a small JSON record `uploads/<id>.json` in the store's Records: length, acknowledged offset,
   metadata, target key, overwrite flag, expiry and the running SHA-256 state;
-- staging data `<id>` in the StagingStore, appended chunk by chunk.
+- the upload's data `<id>` in the store's UploadParts, added to chunk by chunk.
 
-A PATCH holds the staging data's lock (a non-blocking flock across processes; a second writer
-gets Locked, 423), writes at the acknowledged offset, fsyncs, and only then saves the record
-with the new offset: an offset is acknowledged only when its bytes are durable. The last chunk
-commits the data to its target with Storage.commit(), hashed incrementally (see sha256state.py).
+A PATCH holds the upload's lock (from the store's Locker: flock on one host, a lease record
+across hosts; a second writer gets Locked, 423), writes at the acknowledged offset, makes it
+durable, and only then saves the record with the new offset: an offset is acknowledged only
+when its bytes are durable. The last chunk completes the data into its target object, hashed
+incrementally (see sha256state.py).
 
 Expiry: an upload expires UPLOAD_TTL_SECONDS after it was created or last written to.
 Expired uploads answer 404 and are removed when next touched, and a sweep of every upload
@@ -30,25 +31,31 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field, replace
 from typing import IO, Any, BinaryIO, Protocol, cast
 
 from .mediatypes import choose_type
 from .sha256state import TAG, ResumableSha256
 from .storage import (
+    ABSENT,
+    ANYTHING,
     AlreadyExists,
     Conflict,
     Key,
     Locked,
+    Locker,
     ObjectInfo,
     ObjectNotFound,
-    StagingStore,
-    StateStore,
-    Storage,
+    ObjectStore,
+    ReadableUploads,
+    Records,
     StorageError,
     TooLarge,
+    UploadParts,
     check_key,
     check_segment,
+    open_locker,
 )
 from .storage.base import CHUNK_BYTES
 from .upload_quota import UNRECORDED_CLAIM_SECONDS, Limits, UploadClaims, owner_of
@@ -94,8 +101,8 @@ class NotResumable(UploadError):
     """This store cannot hold resumable uploads."""
 
 
-class UploadStore(Storage, StateStore, StagingStore, Protocol):
-    """A store with the state records and staging data uploads need."""
+class UploadStore(ObjectStore, Records, UploadParts, Protocol):
+    """A store with the records and upload data resumable uploads need."""
 
 
 @dataclass(frozen=True)
@@ -296,16 +303,18 @@ class Uploads:
 
     def __init__(
         self,
-        storage: Storage,
+        storage: ObjectStore,
         max_bytes: int,
         clock: Callable[[], float] = time.time,
         use_openssl: bool = True,
         disconnect_errors: tuple[type[BaseException], ...] = (),
+        locker: Locker | None = None,
         limits: Limits | None = None,
     ) -> None:
-        if not isinstance(storage, StateStore) or not isinstance(storage, StagingStore):
+        if not isinstance(storage, Records) or not isinstance(storage, UploadParts):
             raise NotResumable("this store cannot hold resumable uploads")
         self.storage = cast(UploadStore, storage)
+        self.locker = locker or open_locker(storage)
         self.max_bytes = max_bytes
         self.clock = clock
         self.use_openssl = use_openssl
@@ -317,17 +326,20 @@ class Uploads:
     def _load(self, upload_id: str) -> Upload:
         if not ID_PATTERN.fullmatch(upload_id):
             raise UploadNotFound(f"no upload {upload_id[:64]}")
-        data = self.storage.get_state(RECORD_PREFIX + upload_id + ".json")
-        if data is None:
+        record = self.storage.get_record(RECORD_PREFIX + upload_id + ".json")
+        if record is None:
             raise UploadNotFound(f"no upload {upload_id}")
-        return Upload.from_json(data)
+        return Upload.from_json(record.value)
 
     def _save(self, upload: Upload) -> None:
-        self.storage.put_state(RECORD_PREFIX + upload.id + ".json", upload.to_json())
+        self.storage.put_record(RECORD_PREFIX + upload.id + ".json", upload.to_json())
+
+    def _lock(self, upload_id: str) -> AbstractContextManager[None]:
+        return self.locker.lock("upload:" + upload_id)
 
     def _forget(self, upload_id: str, owner: str = "") -> None:
-        self.storage.delete_staging(upload_id)
-        self.storage.delete_state(RECORD_PREFIX + upload_id + ".json")
+        self.storage.delete_upload(upload_id)
+        self.storage.delete_record(RECORD_PREFIX + upload_id + ".json")
         PREFIX_HASHES.drop(upload_id)
         self._release(owner, upload_id)
 
@@ -357,15 +369,15 @@ class Uploads:
 
     def _remove_expired(self, upload_id: str) -> bool:
         try:
-            with self.storage.lock_staging(upload_id):
+            with self._lock(upload_id):
                 upload = self._load(upload_id)
                 if upload.expires > self.clock():
                     return False
                 self._forget(upload_id, upload.owner)
         except Locked:
             return False
-        except (ObjectNotFound, UploadNotFound):
-            self._forget(upload_id)  # a finished upload's record, or a record without data
+        except UploadNotFound:
+            self._forget(upload_id)  # a record that went meanwhile: its data too
         return True
 
     # -- creation ----------------------------------------------------------------------------
@@ -406,13 +418,13 @@ class Uploads:
             self.claims.claim(upload.owner, upload.id, length, self.is_open)
         try:
             # The record first: data without a record could never be found and swept.
-            self.storage.put_state(RECORD_PREFIX + upload.id + ".json", upload.to_json(), True)
+            self.storage.put_record(RECORD_PREFIX + upload.id + ".json", upload.to_json(), ABSENT)
         except BaseException:
             self._release(upload.owner, upload.id)
             raise
-        self.storage.create_staging(upload.id)
+        self.storage.create_upload(upload.id, upload.target)
         if length == 0:
-            with self.storage.lock_staging(upload.id):
+            with self._lock(upload.id):
                 return self._finish(upload, sha256)
         return upload
 
@@ -434,7 +446,7 @@ class Uploads:
         if upload.done:
             return self._append_done(upload, offset, content_length)
         try:
-            with self.storage.lock_staging(upload.id):
+            with self._lock(upload.id):
                 upload = self.get(upload_id)  # the record as it is now that we hold the lock
                 if upload.done:
                     return self._append_done(upload, offset, content_length)
@@ -475,7 +487,7 @@ class Uploads:
             if checksum is not None and reader.chunk_digest() != checksum.digest:
                 raise ChecksumMismatch(f"the chunk does not match its {checksum.algorithm}")
 
-        size = self.storage.append_staging(
+        size = self.storage.write_upload(
             upload.id, offset, cast(BinaryIO, reader), upload.length, verify
         )
         upload = replace(upload, offset=size, expires=self.clock() + UPLOAD_TTL_SECONDS)
@@ -499,8 +511,10 @@ class Uploads:
         cached = PREFIX_HASHES.take(upload.id, upload.offset)
         if cached is not None:
             return cached
+        if not isinstance(self.storage, ReadableUploads):
+            raise NotResumable("this process cannot resume the upload's hash on this store")
         digest: Any = (ResumableSha256.new() if self.use_openssl else None) or hashlib.sha256()
-        with self.storage.open_staging(upload.id) as f:
+        with self.storage.open_upload(upload.id) as f:
             left = upload.offset
             while left > 0:
                 chunk = f.read(min(CHUNK_BYTES, left))
@@ -519,15 +533,14 @@ class Uploads:
         return replace(upload, hash_tag="", hash_state="")
 
     def _finish(self, upload: Upload, sha256: Any) -> Upload:
-        """Commit the complete staging data to the target (the caller holds the lock)."""
-        hexdigest = sha256.hexdigest()
-        staged = self.storage.staged(upload.id, hexdigest)
+        """Complete the upload's data into the target (the caller holds the lock)."""
         try:
-            info: ObjectInfo = self.storage.commit(
+            info: ObjectInfo = self.storage.complete_upload(
+                upload.id,
                 upload.target,
-                staged,
                 upload.content_type,  # "": the store guesses from the key
-                if_none_match=not upload.overwrite,
+                sha256.hexdigest(),
+                ANYTHING if upload.overwrite else ABSENT,
             )
         except AlreadyExists:
             raise TargetExists(
@@ -538,11 +551,8 @@ class Uploads:
             # The target leads out of the store (a symlink): not "upload has no data", which
             # append() would make of an ObjectNotFound, and which tells a client to start over.
             raise Conflict(f"{upload.key} cannot be written: it leads out of the store") from None
-        finally:
-            self.storage.discard(staged)
         done = replace(upload, done=True, sha256=info.sha256, etag=info.etag, hash_state="")
         self._save(done)
-        self.storage.delete_staging(upload.id)
         PREFIX_HASHES.drop(upload.id)
         self._release(upload.owner, upload.id)
         return done
@@ -552,29 +562,26 @@ class Uploads:
     def terminate(self, upload_id: str) -> None:
         """Remove an upload and its data (not the object it was committed to)."""
         upload = self.get(upload_id)
-        try:
-            with self.storage.lock_staging(upload.id):
-                self._forget(upload.id, upload.owner)
-        except ObjectNotFound:
-            self._forget(upload.id, upload.owner)  # finished, or its data is gone already
+        with self._lock(upload.id):
+            self._forget(upload.id, upload.owner)
 
     def maybe_sweep(self) -> int:
         """Sweep if no worker or instance has within SWEEP_INTERVAL_SECONDS."""
         now = self.clock()
-        last = self.storage.get_state(SWEEP_RECORD)
+        last = self.storage.get_record(SWEEP_RECORD)
         try:
-            if last is not None and now - float(last) < SWEEP_INTERVAL_SECONDS:
+            if last is not None and now - float(last.value) < SWEEP_INTERVAL_SECONDS:
                 return 0
         except ValueError:
             pass
-        self.storage.put_state(SWEEP_RECORD, repr(now).encode())
+        self.storage.put_record(SWEEP_RECORD, repr(now).encode())
         return self.sweep()
 
     def sweep(self) -> int:
         """Remove every expired upload not being written to; how many were removed."""
         now = self.clock()
         removed = 0
-        for name in list(self.storage.list_state(RECORD_PREFIX)):
+        for name in list(self.storage.list_records(RECORD_PREFIX)):
             upload_id = name[len(RECORD_PREFIX) :].removesuffix(".json")
             try:
                 upload = self._load(upload_id)

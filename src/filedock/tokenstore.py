@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from . import auth
 from .config import ConfigError, Token
-from .storage import StateStore, Storage
+from .storage import ABSENT, AlreadyExists, Records, Storage, StoreUnavailable
 
 log = logging.getLogger("filedock")
 
@@ -33,8 +33,8 @@ STALE_SECONDS = 10.0
 def holds_tokens(storage: Storage) -> bool:
     """Does the store keep any token? (False for a store that cannot keep them.)"""
     try:
-        return isinstance(storage, StateStore) and bool(read_tokens(storage))
-    except OSError as exc:
+        return isinstance(storage, Records) and bool(read_tokens(storage))
+    except (OSError, StoreUnavailable) as exc:
         raise ConfigError(f"cannot read the tokens kept in the store: {exc}") from None
 
 
@@ -42,8 +42,8 @@ class StoreTokensUnavailable(Exception):
     """The store's token records could not be read for longer than STALE_SECONDS."""
 
 
-def _records(storage: Storage) -> StateStore:
-    if not isinstance(storage, StateStore):
+def _records(storage: Storage) -> Records:
+    if not isinstance(storage, Records):
         raise ConfigError("this store cannot keep tokens; use --config FILE")
     return storage
 
@@ -54,12 +54,12 @@ def read_tokens(storage: Storage) -> tuple[Token, ...]:
     A record that does not parse is left out (and logged): it can only refuse a token."""
     records = _records(storage)
     tokens = []
-    for name in records.list_state(RECORD_PREFIX):
-        data = records.get_state(name)
-        if data is None:
+    for name in records.list_records(RECORD_PREFIX):
+        found = records.get_record(name)
+        if found is None:
             continue  # revoked between the listing and the read
         try:
-            token = _decode(data)
+            token = _decode(found.value)
             auth.validate_tokens([token])
             if token.hash != name.removeprefix(RECORD_PREFIX):
                 raise ConfigError("the record's name is not its token's hash")
@@ -104,8 +104,10 @@ def create_token(
         name = f"token-{number}"
     token = auth.new_token()
     record = Token(auth.hash_token(token), record_scopes, prefix, name)
-    if not _records(storage).put_state(RECORD_PREFIX + record.hash, _encode(record), True):
-        raise ConfigError("a token with that hash exists already")  # 256 random bits: never
+    try:
+        _records(storage).put_record(RECORD_PREFIX + record.hash, _encode(record), ABSENT)
+    except AlreadyExists:
+        raise ConfigError("a token with that hash exists already") from None  # 256 bits: never
     return token, record
 
 
@@ -119,7 +121,7 @@ def revoke_token(storage: Storage, ref: str) -> Token:
         raise ConfigError(f"no token named {ref!r} or with a hash starting {ref!r} in the store")
     if len(matches) > 1:
         raise ConfigError(f"{ref!r} matches {len(matches)} tokens; give more of the hash")
-    _records(storage).delete_state(RECORD_PREFIX + matches[0].hash)
+    _records(storage).delete_record(RECORD_PREFIX + matches[0].hash)
     return matches[0]
 
 
@@ -146,7 +148,7 @@ class StoreTokens:
         self._read_at = self._tried_at = float("-inf")
         try:
             self._tokens = read_tokens(storage)
-        except OSError as exc:
+        except (OSError, StoreUnavailable) as exc:
             if name not in _OPENED:
                 raise ConfigError(f"cannot read the tokens kept in the store: {exc}") from None
             log.warning("cannot read the store's tokens yet, refusing them until then: %s", exc)
@@ -174,7 +176,7 @@ class StoreTokens:
         self._tried_at = now
         try:
             tokens = read_tokens(self._storage)
-        except (OSError, ConfigError) as exc:
+        except (OSError, StoreUnavailable, ConfigError) as exc:
             log.warning("cannot re-read the store's tokens, keeping the last ones read: %s", exc)
             return
         self._tokens, self._read_at = tokens, self._clock()

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .storage import StateStore
+from .storage import Records
 
 CLAIMS_PREFIX = "upload-claims/"
 # A claim is written before its upload's record: one this old without a record lost it.
@@ -56,17 +56,17 @@ def claim_name(owner: str, upload_id: str) -> str:
     return f"{CLAIMS_PREFIX}{owner}/{upload_id}"
 
 
-def release(store: StateStore, owner: str, upload_id: str) -> None:
+def release(store: Records, owner: str, upload_id: str) -> None:
     """Remove an upload's claim, if it has one (whatever limits this server has)."""
     if owner:
-        store.delete_state(claim_name(owner, upload_id))
+        store.delete_record(claim_name(owner, upload_id))
 
 
 class UploadClaims:
     """The open-upload claims of every client of one store."""
 
     def __init__(
-        self, store: StateStore, limits: Limits, clock: Callable[[], float] = time.time
+        self, store: Records, limits: Limits, clock: Callable[[], float] = time.time
     ) -> None:
         self.store, self.limits, self.clock = store, limits, clock
 
@@ -74,7 +74,7 @@ class UploadClaims:
         """Claim room for an upload of length bytes; TooManyUploads past a limit."""
         name = claim_name(owner, upload_id)
         record = {"length": length, "at": self.clock()}
-        self.store.put_state(name, json.dumps(record).encode())
+        self.store.put_record(name, json.dumps(record).encode())
         try:
             count, total = self.tally(owner, is_open)
             if count > self.limits.max_open:
@@ -90,7 +90,7 @@ class UploadClaims:
                     "(max_open_upload_bytes): finish or delete some first"
                 )
         except BaseException:
-            self.store.delete_state(name)
+            self.store.delete_record(name)
             raise
 
     def release(self, owner: str, upload_id: str) -> None:
@@ -101,19 +101,19 @@ class UploadClaims:
         """(how many uploads, how many bytes) the owner's open claims hold; claims of uploads
         that are no longer open are removed on the way."""
         count = total = 0
-        for name in list(self.store.list_state(f"{CLAIMS_PREFIX}{owner}/")):
+        for name in list(self.store.list_records(f"{CLAIMS_PREFIX}{owner}/")):
             upload_id = name.rsplit("/", 1)[-1]
-            data = self.store.get_state(name)
-            if data is None:  # released meanwhile
+            found = self.store.get_record(name)
+            if found is None:  # released meanwhile
                 continue
             try:
-                record = json.loads(data)
+                record = json.loads(found.value)
                 length, at = int(record["length"]), float(record["at"])
             except (ValueError, KeyError, TypeError):
-                self.store.delete_state(name)
+                self.store.delete_record(name)
                 continue
             if not is_open(upload_id, at):
-                self.store.delete_state(name)
+                self.store.delete_record(name)
                 continue
             count += 1
             total += length

@@ -21,7 +21,8 @@ from werkzeug.http import parse_date
 
 from filedock.app import create_app
 from filedock.config import Settings
-from filedock.storage import Key, LocalStorage
+from filedock.storage import Key
+from filedock.storage.local import LocalStorage
 from tests.conftest import LiveServer, start_server
 
 TUS = {"Tus-Resumable": "1.0.0"}

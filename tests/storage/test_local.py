@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from filedock.storage import Key, LocalStorage, ObjectNotFound
+from filedock.storage import Key, ObjectNotFound
+from filedock.storage.local import LocalStorage
 
 
 @pytest.fixture
@@ -19,7 +20,7 @@ def local(tmp_path: Path) -> LocalStorage:
 
 
 def test_objects_are_plain_files(local: LocalStorage, tmp_path: Path) -> None:
-    local.write(Key("a/b.txt"), io.BytesIO(b"plain"), "text/plain")
+    local.put(Key("a/b.txt"), io.BytesIO(b"plain"), "text/plain")
     assert (tmp_path / "store" / "a" / "b.txt").read_bytes() == b"plain"
     assert not list((tmp_path / "store" / ".filedock" / "staging").iterdir())
 
@@ -49,9 +50,9 @@ def test_symlink_out_of_the_root_is_not_followed(local: LocalStorage, tmp_path: 
     with pytest.raises(ObjectNotFound):
         local.open(Key("outdir/sentinel.txt"))
     with pytest.raises(ObjectNotFound):
-        local.write(Key("outdir/sentinel.txt"), io.BytesIO(b"overwritten"), "")
+        local.put(Key("outdir/sentinel.txt"), io.BytesIO(b"overwritten"), "")
     with pytest.raises(ObjectNotFound):
-        local.write(Key("outdir/new.txt"), io.BytesIO(b"new"), "")
+        local.put(Key("outdir/new.txt"), io.BytesIO(b"new"), "")
     assert (tmp_path / "sentinel.txt").read_text() == "sentinel"
     assert not (tmp_path / "new.txt").exists()
     assert [i.key for i in local.list()] == []
@@ -60,11 +61,11 @@ def test_symlink_out_of_the_root_is_not_followed(local: LocalStorage, tmp_path: 
 def test_symlink_into_the_state_folder_is_not_followed(local: LocalStorage, tmp_path: Path) -> None:
     (tmp_path / "store" / "st").symlink_to(tmp_path / "store" / ".filedock")
     with pytest.raises(ObjectNotFound):
-        local.write(Key("st/state/x"), io.BytesIO(b"x"), "")
+        local.put(Key("st/state/x"), io.BytesIO(b"x"), "")
 
 
 def test_symlink_inside_the_root_is_served(local: LocalStorage, tmp_path: Path) -> None:
-    local.write(Key("real.txt"), io.BytesIO(b"real"), "")
+    local.put(Key("real.txt"), io.BytesIO(b"real"), "")
     (tmp_path / "store" / "alias.txt").symlink_to(tmp_path / "store" / "real.txt")
     with local.open(Key("alias.txt")) as f:
         assert f.read() == b"real"
@@ -76,16 +77,16 @@ def test_failed_write_leaves_no_staging_file(local: LocalStorage, tmp_path: Path
             raise ConnectionResetError("client went away")
 
     with pytest.raises(ConnectionResetError):
-        local.write(Key("x"), Broken(), "")  # type: ignore[arg-type]
+        local.put(Key("x"), Broken(), "")  # type: ignore[arg-type]
     assert not list((tmp_path / "store" / ".filedock" / "staging").iterdir())
     assert not (tmp_path / "store" / "x").exists()
 
 
 def test_a_change_by_another_process_is_seen(local: LocalStorage, tmp_path: Path) -> None:
     other = LocalStorage(str(tmp_path / "store"))  # another worker on the same folder
-    first = local.write(Key("doc.json"), io.BytesIO(b"[1]"), "application/json")
+    first = local.put(Key("doc.json"), io.BytesIO(b"[1]"), "application/json")
     assert other.stat(Key("doc.json")) == first
-    second = local.write(Key("doc.json"), io.BytesIO(b"[2]"), "application/json")
+    second = local.put(Key("doc.json"), io.BytesIO(b"[2]"), "application/json")
     assert other.stat(Key("doc.json")) == second != first
     local.delete(Key("doc.json"))
     with pytest.raises(ObjectNotFound):
@@ -95,7 +96,7 @@ def test_a_change_by_another_process_is_seen(local: LocalStorage, tmp_path: Path
 def test_a_file_swapped_for_an_outside_symlink_is_refused(
     local: LocalStorage, tmp_path: Path
 ) -> None:
-    local.write(Key("swap.txt"), io.BytesIO(b"inside"), "text/plain")
+    local.put(Key("swap.txt"), io.BytesIO(b"inside"), "text/plain")
     local.stat(Key("swap.txt"))  # remembered
     (tmp_path / "store" / "swap.txt").unlink()
     (tmp_path / "store" / "swap.txt").symlink_to(tmp_path / "sentinel.txt")
@@ -111,13 +112,13 @@ def test_each_version_is_newer_than_the_one_it_replaces(
     no later time (a coarse clock, or the old version's time set ahead by hand)."""
     other = LocalStorage(str(tmp_path / "store"))  # another worker or instance
     path = tmp_path / "store" / "doc.json"
-    local.write(Key("doc.json"), io.BytesIO(b'{"n":1}'), "application/json")
+    local.put(Key("doc.json"), io.BytesIO(b'{"n":1}'), "application/json")
     ahead = os.stat(path).st_mtime_ns + 10**9
     os.utime(path, ns=(ahead, ahead))
     first = other.stat(Key("doc.json"))
-    second = local.write(Key("doc.json"), io.BytesIO(b'{"n":2}'), "application/json")
+    second = local.put(Key("doc.json"), io.BytesIO(b'{"n":2}'), "application/json")
     assert os.stat(path).st_mtime_ns > ahead
-    third = local.write(Key("doc.json"), io.BytesIO(b'{"n":3}'), "application/json")
+    third = local.put(Key("doc.json"), io.BytesIO(b'{"n":3}'), "application/json")
     assert os.stat(path).st_mtime_ns > ahead + 1
     assert other.stat(Key("doc.json")) == third
     assert len({first.sha256, second.sha256, third.sha256}) == 3

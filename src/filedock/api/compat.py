@@ -21,6 +21,7 @@ from ..storage import (
     TooLarge,
     check_key,
     check_segment,
+    durable_batch,
 )
 
 bp = Blueprint("compat", __name__)
@@ -29,6 +30,9 @@ bp = Blueprint("compat", __name__)
 def compat_error(status: int, error: str) -> tuple[Response, int]:
     """The original app's error shape."""
     return jsonify({"STATUS": "false", "error": error}), status
+
+
+access.shape_denials(bp.name, compat_error)
 
 
 @bp.get("/getJsonFromFile/", defaults={"filename": ""})
@@ -62,7 +66,7 @@ def labels_mapping_body(document: Document) -> bytes:
 @access.deferred("write")
 def upload_files() -> Any:
     """Store each file of FILES_LIST at the root as FILE_NAME + its name without spaces."""
-    with get_storage().batch():  # the files are made durable together, before the answer
+    with durable_batch(get_storage()):  # the files are made durable together, before the answer
         return store_files_list()
 
 
@@ -109,7 +113,7 @@ def store_files_list() -> Any:
         for item, name in zip(form.files, names, strict=True):
             try:
                 key = check_key(name)
-                storage.commit(key, item.staged, mediatypes.choose_type(key, item.content_type))
+                item.commit(storage, key, mediatypes.choose_type(key, item.content_type))
             except StorageError:
                 error_files += "," + item.filename
                 continue

@@ -15,7 +15,6 @@ from ..bodies import body_reader
 from ..conditional import (
     RangeNotSatisfiable,
     ReadPlan,
-    WriteConditions,
     plan_read,
     write_conditions,
 )
@@ -27,18 +26,23 @@ from ..listing import list_page
 from ..multipart import StagedForm, client_basename, stage_form
 from ..openapi import PATH_PARAMETER, header, header_parameter, problem_responses
 from ..storage import (
+    ABSENT,
+    ANYTHING,
+    Absent,
     AlreadyExists,
+    Expect,
     InvalidKey,
     Key,
+    Matches,
     ObjectInfo,
     ObjectNotFound,
     PreconditionFailed,
-    Staged,
     Storage,
     StorageError,
     TooLarge,
     check_key,
     check_segment,
+    durable_batch,
 )
 from ..storage.base import MAX_KEY_BYTES
 from .shapes import metadata_json
@@ -237,30 +241,12 @@ def get_file(key: Key) -> Response:
 # -- upload --------------------------------------------------------------------------------------
 
 
-def commit_staged(
-    storage: Storage, key: Key, staged: Staged, content_type: str, conditions: WriteConditions
-) -> tuple[ObjectInfo, bool]:
-    """Commit staged data under key; True if it created the object.
-
-    Without client conditions it first tries to create, then replaces: whether the object
-    was new is then known exactly, even with concurrent writers."""
-    if conditions.if_match is not None or conditions.if_none_match:
-        info = storage.commit(
-            key, staged, content_type, conditions.if_match, conditions.if_none_match
-        )
-        return info, conditions.if_match is None
-    try:
-        return storage.commit(key, staged, content_type, if_none_match=True), True
-    except AlreadyExists:
-        return storage.commit(key, staged, content_type), False
-
-
-def request_conditions(storage: Storage, key: Key) -> WriteConditions:
-    """If-Match / If-None-Match of this request as a compare-and-swap."""
+def request_conditions(storage: Storage, key: Key) -> Expect:
+    """If-Match / If-None-Match of this request as the store's precondition."""
     if_match = request.headers.get("If-Match")
     if_none_match = request.headers.get("If-None-Match")
     current = None
-    if if_none_match is not None and "*" not in if_none_match:
+    if if_match is not None or (if_none_match is not None and "*" not in if_none_match):
         try:
             current = storage.stat(key)
         except ObjectNotFound:
@@ -274,30 +260,26 @@ def put_file(key: Key) -> Response:
     settings, storage = get_settings(), get_storage()
     refuse_declared_size(settings.max_upload_bytes)
     digest = DigestCheck.from_header(request.headers.get("Content-Digest"))
-    conditions = request_conditions(storage, key)
+    expect = request_conditions(storage, key)
     body = digest.wrap(body_reader(request.stream, request.content_length))
-    staged = storage.stage(body, settings.max_upload_bytes)
-    try:
-        digest.verify(staged.sha256)
-        content_type = request_content_type(key)
-        info, created = commit_staged(storage, key, staged, content_type, conditions)
-    finally:
-        storage.discard(staged)
-    return metadata_response(info, 201 if created else 200)
+    info = storage.put(
+        key, body, request_content_type(key), expect, settings.max_upload_bytes, digest.verify
+    )
+    return metadata_response(info, 201 if info.created else 200)
 
 
 @bp.delete("/files/<anypath:key>")
 def delete_file(key: Key) -> Response:
     """Remove the object at key: 204."""
     storage = get_storage()
-    conditions = request_conditions(storage, key)
-    if conditions.if_none_match:  # If-None-Match: * on DELETE holds only for a missing object
+    expect = request_conditions(storage, key)
+    if isinstance(expect, Absent):  # If-None-Match: * on DELETE holds only for no object
         storage.stat(key)
         raise PreconditionFailed(f"an object exists at {key}")
     try:
-        storage.delete(key, conditions.if_match)
+        storage.delete(key, expect)
     except ObjectNotFound:
-        if conditions.if_match is not None:  # RFC 9110 13.1.1: If-Match fails on no object
+        if isinstance(expect, Matches):  # RFC 9110 13.1.1: If-Match fails on no object
             raise PreconditionFailed(f"no object at {key} to match If-Match") from None
         raise
     return Response(status=204)
@@ -339,8 +321,7 @@ def commit_form(
             key = check_key(f"{folder}/{name}" if folder else name)
             access.require("write", key)
             content_type = mediatypes.choose_type(key, item.content_type)
-            conditions = WriteConditions(if_none_match=not overwrite)
-            saved.append(commit_staged(storage, key, item.staged, content_type, conditions)[0])
+            saved.append(item.commit(storage, key, content_type, ANYTHING if overwrite else ABSENT))
         except (InvalidKey, StorageError, access.AccessDenied) as exc:
             failed.append(upload_error(item.filename, exc))
     return saved, failed
@@ -360,7 +341,7 @@ def post_files() -> Response:
     digest = DigestCheck.from_header(request.headers.get("Content-Digest"), False)
     body = digest.wrap(body_reader(request.stream, request.content_length))
     boundary = options["boundary"].encode("latin-1", "replace")
-    with storage.batch():  # the files are made durable together, before the answer
+    with durable_batch(storage):  # the files are made durable together, before the answer
         form = stage_form(storage, body, boundary, FILE_FIELD, settings.max_upload_bytes)
         try:
             digest.verify()

@@ -11,6 +11,7 @@ from ..context import get_storage
 from ..errors import problem
 from ..metrics import CONTENT_TYPE_LATEST, get_metrics
 from ..openapi import problem_response
+from ..storage import StoreUnavailable
 
 bp = Blueprint("health", __name__)
 
@@ -26,6 +27,8 @@ def get_readyz() -> Any:
     """The store can be written and read back."""
     try:
         get_storage().check()
+    except StoreUnavailable as exc:  # says what failed: no connection, no bucket, no access
+        return problem(503, "not-ready", str(exc))
     except Exception:
         return problem(503, "not-ready", "the store is not reachable or not writable")
     return {"status": "ready"}

@@ -7,7 +7,6 @@ import errno
 import fcntl
 import hashlib
 import json
-import mimetypes
 import os
 import stat as statmod
 import threading
@@ -16,27 +15,33 @@ import uuid
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
 from .base import (
+    ANYTHING,
     CHUNK_BYTES,
-    OCTET_STREAM,
     RESERVED_PREFIX,
-    AlreadyExists,
+    Anything,
     Conflict,
+    Expect,
     InsufficientStorage,
     InvalidKey,
     Key,
-    Locked,
     ObjectInfo,
     ObjectNotFound,
-    PreconditionFailed,
+    Record,
     Staged,
     TooLarge,
     Verify,
+    check_expect,
+    check_record_expect,
+    check_record_name,
+    check_upload_id,
+    guess_type,
 )
+from .locks import FileLocker
 
 KNOWN_ENTRIES = 100_000  # descriptions remembered per process (a few hundred bytes each)
 # Staging files left by a writer that died (kill -9, a crash, power loss) are removed when a
@@ -54,9 +59,7 @@ def _stamp(st: os.stat_result) -> tuple[int, int, int, int]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def guess_type(key: str) -> str:
-    """The media type a key's extension suggests."""
-    return mimetypes.guess_type(key, strict=False)[0] or OCTET_STREAM
+__all__ = ["BoundedFile", "LocalStorage", "guess_type"]
 
 
 class BoundedFile:
@@ -93,7 +96,9 @@ class BoundedFile:
 
 
 class LocalStorage:
-    """Objects as plain files under root; server state under root/.filedock/."""
+    """Objects as plain files under root; server state under root/.filedock/.
+
+    Offers Records, UploadParts, Staging and Batching; its locker() is flock-based."""
 
     def __init__(self, root: str) -> None:
         os.makedirs(root, exist_ok=True)
@@ -108,7 +113,12 @@ class LocalStorage:
         self._owner_lock = threading.Lock()
         self._swept = 0.0
         self._batches = threading.local()
+        self._locker = FileLocker(os.path.join(self._state, "locks", "names"))
         self.sweep_staging()
+
+    def locker(self) -> FileLocker:
+        """Locks for this store's users: flock, for every process of this host."""
+        return self._locker
 
     # -- paths -------------------------------------------------------------------------------
 
@@ -216,13 +226,12 @@ class LocalStorage:
             return BoundedFile(f, max(0, end - start))  # type: ignore[return-value]
         return f
 
-    def write(
+    def put(
         self,
         key: Key,
         data: BinaryIO,
         content_type: str,
-        if_match: str | None = None,
-        if_none_match: bool = False,
+        expect: Expect = ANYTHING,
         max_bytes: int | None = None,
         verify: Verify | None = None,
     ) -> ObjectInfo:
@@ -232,7 +241,7 @@ class LocalStorage:
         try:
             if verify is not None:
                 verify(staged.sha256)
-            return self.commit(key, staged, content_type, if_match, if_none_match)
+            return self.commit(key, staged, content_type, expect)
         finally:
             self.discard(staged)
 
@@ -386,18 +395,13 @@ class LocalStorage:
             os.unlink(self._staging_path(staged.id))
 
     def commit(
-        self,
-        key: Key,
-        staged: Staged,
-        content_type: str,
-        if_match: str | None = None,
-        if_none_match: bool = False,
+        self, key: Key, staged: Staged, content_type: str, expect: Expect = ANYTHING
     ) -> ObjectInfo:
-        """Check the preconditions and rename the staged file into place, under the key's lock."""
+        """Check `expect` and rename the staged file into place, under the key's lock."""
         path = self._path(key)
         staging = self._staging_path(staged.id)
         with self._lock(key):
-            self._check_preconditions(key, if_match, if_none_match)
+            created = not self._check_expect(key, expect)
             parent = os.path.dirname(path)
             self._make_parent(key, parent)
             if self._path(key) != path:  # a parent was swapped for a symlink meanwhile
@@ -425,7 +429,7 @@ class LocalStorage:
                     _fsync_dir(parent)
                 else:
                     batch.folders.add(parent)
-            return self._info(key, path, os.stat(path))
+            return replace(self._info(key, path, os.stat(path)), created=created)
 
     def _make_parent(self, key: Key, parent: str) -> None:
         """Create the folders above key. A delete of the last file in one of them removes it
@@ -470,23 +474,26 @@ class LocalStorage:
             self._make_parent(key, parent)
         raise Conflict(f"the folders above {key} kept being removed; try again")
 
-    def _check_preconditions(self, key: Key, if_match: str | None, if_none_match: bool) -> None:
-        if if_match is None and not if_none_match:
-            return
+    def _check_expect(self, key: Key, expect: Expect) -> bool:
+        """Whether an object is at key, once `expect` holds (no hashing for Anything)."""
+        if isinstance(expect, Anything):
+            try:
+                self._stat_file(key)
+            except ObjectNotFound:
+                return False
+            return True
         try:
             current: ObjectInfo | None = self.stat(key)
         except ObjectNotFound:
             current = None
-        if if_none_match and current is not None:
-            raise AlreadyExists(f"an object exists at {key}")
-        if if_match is not None and (current is None or not _etag_matches(if_match, current)):
-            raise PreconditionFailed(f"the object at {key} does not match {if_match}")
+        check_expect(key, current, expect)
+        return current is not None
 
-    def delete(self, key: Key, if_match: str | None = None) -> None:
+    def delete(self, key: Key, expect: Expect = ANYTHING) -> None:
         """Remove the file at key and any folders that become empty."""
         with self._lock(key):
             path, _ = self._stat_file(key)
-            self._check_preconditions(key, if_match, False)
+            self._check_expect(key, expect)
             try:
                 os.unlink(path)
             except FileNotFoundError:
@@ -545,30 +552,31 @@ class LocalStorage:
         (from any worker, or any client: /readyz is public) never touch each other's."""
         name, value = f"probes/{uuid.uuid4().hex}", uuid.uuid4().hex.encode()
         try:
-            self.put_state(name, value)
-            if self.get_state(name) != value:
+            self.put_record(name, value)
+            record = self.get_record(name)
+            if record is None or record.value != value:
                 raise OSError("the store did not read back what was written")
         finally:
-            self.delete_state(name)
+            self.delete_record(name)
 
-    # -- state records -----------------------------------------------------------------------
+    # -- Records -------------------------------------------------------------------------------
 
-    def _state_path(self, name: str) -> str:
-        if not name or name.startswith("/") or ".." in name.split("/") or "\0" in name:
-            raise ValueError(f"bad state name {name!r}")
-        return os.path.join(self._state, "state", name)
+    def _record_path(self, name: str) -> str:
+        return os.path.join(self._state, "state", check_record_name(name))
 
-    def get_state(self, name: str) -> bytes | None:
+    def get_record(self, name: str) -> Record | None:
         """The record called name, or None."""
         try:
-            with open(self._state_path(name), "rb") as f:
-                return f.read()
+            with open(self._record_path(name), "rb") as f:
+                value = f.read()
         except (FileNotFoundError, NotADirectoryError):
             return None
+        return Record(value, hashlib.sha256(value).hexdigest())
 
-    def put_state(self, name: str, value: bytes, if_absent: bool = False) -> bool:
-        """Write a record atomically (tmp, fsync, rename; link for create-only)."""
-        path = self._state_path(name)
+    def put_record(self, name: str, value: bytes, expect: Expect = ANYTHING) -> Record:
+        """Write a record atomically (tmp, fsync, rename) if `expect` holds; the check and
+        the rename happen under the record's lock, so every process sees one order."""
+        path = self._record_path(name)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.{uuid.uuid4().hex}.tmp"
         try:
@@ -576,24 +584,26 @@ class LocalStorage:
                 f.write(value)
                 f.flush()
                 os.fsync(f.fileno())
-            if if_absent:
-                try:
-                    os.link(tmp, path)
-                except FileExistsError:
-                    return False
-            else:
+            with self._lock("record:" + name):
+                check_record_expect(name, self.get_record(name), expect)
                 os.replace(tmp, path)
-            return True
+            return Record(bytes(value), hashlib.sha256(value).hexdigest())
         finally:
             with suppress(FileNotFoundError):
                 os.unlink(tmp)
 
-    def delete_state(self, name: str) -> None:
-        """Remove a record if it exists."""
-        with suppress(FileNotFoundError):
-            os.unlink(self._state_path(name))
+    def delete_record(self, name: str, expect: Expect = ANYTHING) -> None:
+        """Remove a record if it exists and `expect` holds."""
+        path = self._record_path(name)
+        with self._lock("record:" + name):
+            current = self.get_record(name)
+            if current is None:
+                return
+            check_record_expect(name, current, expect)
+            with suppress(FileNotFoundError):
+                os.unlink(path)
 
-    def list_state(self, prefix: str) -> Iterator[str]:
+    def list_records(self, prefix: str) -> Iterator[str]:
         """Names of the records starting with prefix (within one folder level of it)."""
         folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         try:
@@ -605,46 +615,44 @@ class LocalStorage:
             if full.startswith(prefix) and not name.endswith(".tmp"):
                 yield full
 
-    # -- staging data of resumable uploads -----------------------------------------------------
+    # -- UploadParts: one file per upload, written at offsets --------------------------------
 
-    def _upload_path(self, staging_id: str) -> str:
-        if not staging_id or not all(c in "0123456789abcdef" for c in staging_id):
-            raise ValueError(f"bad staging id {staging_id!r}")
-        return os.path.join(self._state, "uploads", staging_id + ".part")
+    def _upload_path(self, upload_id: str) -> str:
+        return os.path.join(self._state, "uploads", check_upload_id(upload_id) + ".part")
 
-    def create_staging(self, staging_id: str) -> None:
+    def create_upload(self, upload_id: str, key: Key) -> None:
         """Create an empty file under <root>/.filedock/uploads/."""
-        path = self._upload_path(staging_id)
+        path = self._upload_path(upload_id)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with _enospc(), open(path, "xb") as f:
             os.fsync(f.fileno())
         _fsync_dir(os.path.dirname(path))
 
-    def append_staging(
+    def write_upload(
         self,
-        staging_id: str,
+        upload_id: str,
         offset: int,
         data: BinaryIO,
-        max_bytes: int | None = None,
+        total: int,
         verify: Callable[[], None] | None = None,
     ) -> int:
         """pwrite data at offset, fsync, and return the new size; cut back to offset on error."""
         try:
-            fd = os.open(self._upload_path(staging_id), os.O_WRONLY)
+            fd = os.open(self._upload_path(upload_id), os.O_WRONLY)
         except FileNotFoundError:
-            raise ObjectNotFound(f"no staging data {staging_id}") from None
+            raise ObjectNotFound(f"no upload data {upload_id}") from None
         try:
             size = os.fstat(fd).st_size
             if size < offset:
-                raise Conflict(f"the staging data holds {size} bytes, not {offset}")
+                raise Conflict(f"the upload holds {size} bytes, not {offset}")
             position = offset
             try:
                 with _enospc():
                     if size > offset:
                         os.ftruncate(fd, offset)  # bytes past the acknowledged offset
                     while chunk := data.read(CHUNK_BYTES):
-                        if max_bytes is not None and position + len(chunk) > max_bytes:
-                            raise TooLarge(f"the data would pass {max_bytes} bytes")
+                        if position + len(chunk) > total:
+                            raise TooLarge(f"the data would pass {total} bytes")
                         view = memoryview(chunk)
                         while view:
                             written = os.pwrite(fd, view, position)
@@ -661,52 +669,43 @@ class LocalStorage:
         finally:
             os.close(fd)
 
-    def staging_size(self, staging_id: str) -> int:
-        """The size of the staging file."""
+    def upload_size(self, upload_id: str) -> int:
+        """The size of the upload's file."""
         try:
-            return os.stat(self._upload_path(staging_id)).st_size
+            return os.stat(self._upload_path(upload_id)).st_size
         except FileNotFoundError:
-            raise ObjectNotFound(f"no staging data {staging_id}") from None
+            raise ObjectNotFound(f"no upload data {upload_id}") from None
 
-    def open_staging(self, staging_id: str) -> BinaryIO:
-        """The staging file, open for reading."""
+    def open_upload(self, upload_id: str) -> BinaryIO:
+        """The upload's file, open for reading."""
         try:
-            return open(self._upload_path(staging_id), "rb")  # noqa: SIM115 - the caller closes it
+            return open(self._upload_path(upload_id), "rb")  # noqa: SIM115 - the caller closes it
         except FileNotFoundError:
-            raise ObjectNotFound(f"no staging data {staging_id}") from None
+            raise ObjectNotFound(f"no upload data {upload_id}") from None
 
-    @contextmanager
-    def lock_staging(self, staging_id: str) -> Iterator[None]:
-        """flock the staging file itself: released by the kernel if the process dies, and
-        gone with the file, so no lock files pile up."""
-        try:
-            fd = os.open(self._upload_path(staging_id), os.O_RDONLY)
-        except FileNotFoundError:
-            raise ObjectNotFound(f"no staging data {staging_id}") from None
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise Locked(f"staging data {staging_id} is being written") from None
-            yield
-        finally:
-            os.close(fd)
-
-    def staged(self, staging_id: str, sha256: str) -> Staged:
-        """Hard-link the staging file into the staging folder, where commit() renames it from;
-        the upload's own file stays until delete_staging()."""
-        source = self._upload_path(staging_id)
+    def complete_upload(
+        self, upload_id: str, key: Key, content_type: str, sha256: str, expect: Expect
+    ) -> ObjectInfo:
+        """Hard-link the upload's file into staging and commit it from there (a rename); the
+        upload's own file is removed once that succeeded."""
+        source = self._upload_path(upload_id)
         link_id = self._new_staging_id()
         try:
             os.link(source, self._staging_path(link_id))
         except FileNotFoundError:
-            raise ObjectNotFound(f"no staging data {staging_id}") from None
-        return Staged(id=link_id, size=os.stat(source).st_size, sha256=sha256)
+            raise ObjectNotFound(f"no upload data {upload_id}") from None
+        staged = Staged(id=link_id, size=os.stat(source).st_size, sha256=sha256)
+        try:
+            info = self.commit(key, staged, content_type, expect)
+        finally:
+            self.discard(staged)
+        self.delete_upload(upload_id)
+        return info
 
-    def delete_staging(self, staging_id: str) -> None:
-        """Remove the staging file if it is still there."""
+    def delete_upload(self, upload_id: str) -> None:
+        """Remove the upload's file if it is still there."""
         with suppress(FileNotFoundError):
-            os.unlink(self._upload_path(staging_id))
+            os.unlink(self._upload_path(upload_id))
 
 
 def _move_time_on(path: str, staging: str) -> None:
@@ -725,13 +724,6 @@ def _move_time_on(path: str, staging: str) -> None:
     st = os.stat(staging)
     if st.st_mtime_ns <= previous:
         os.utime(staging, ns=(st.st_atime_ns, previous + 1))
-
-
-def _etag_matches(header: str, info: ObjectInfo) -> bool:
-    """Does an If-Match value (a list of ETags, or *) match the object? Strongly: a W/ tag
-    never matches (RFC 9110 13.1.1), whichever layer sends it."""
-    tags = [t.strip() for t in header.split(",")]
-    return "*" in tags or info.etag in tags
 
 
 def _copy(

@@ -2,38 +2,53 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import BinaryIO
 
 from .base import (
+    ANYTHING,
     CHUNK_BYTES,
     AlreadyExists,
     Conflict,
+    Expect,
     Key,
-    Locked,
     ObjectInfo,
     ObjectNotFound,
-    PreconditionFailed,
+    Record,
     Staged,
     TooLarge,
     Verify,
+    check_expect,
+    check_record_expect,
+    check_record_name,
+    check_upload_id,
+    copy_hashed,
+    guess_type,
 )
-from .local import _copy, _etag_matches, guess_type
+from .locks import InProcessLocker
 
 
 class MemoryStorage:
-    """Objects in a dict, guarded by one lock."""
+    """Objects in a dict, guarded by one lock. Offers Records, UploadParts and Staging."""
 
     def __init__(self) -> None:
         self._objects: dict[str, tuple[ObjectInfo, bytes]] = {}
-        self._state: dict[str, bytes] = {}
+        self._records: dict[str, bytes] = {}
         self._staged: dict[str, bytes] = {}
+        self._uploads: dict[str, bytearray] = {}
         self._lock = threading.Lock()
+        self._locker = InProcessLocker()
+
+    def locker(self) -> InProcessLocker:
+        """Locks for this store's users: one process holds it all."""
+        return self._locker
+
+    # -- the core --------------------------------------------------------------------------
 
     def stat(self, key: Key) -> ObjectInfo:
         """Describe the object at key."""
@@ -50,62 +65,28 @@ class MemoryStorage:
             raise ObjectNotFound(f"no object at {key}") from None
         return io.BytesIO(body[start:end])
 
-    def write(
+    def put(
         self,
         key: Key,
         data: BinaryIO,
         content_type: str,
-        if_match: str | None = None,
-        if_none_match: bool = False,
+        expect: Expect = ANYTHING,
         max_bytes: int | None = None,
         verify: Verify | None = None,
     ) -> ObjectInfo:
-        """Stage the data, then commit it under key."""
-        staged = self.stage(data, max_bytes)
-        try:
-            if verify is not None:
-                verify(staged.sha256)
-            return self.commit(key, staged, content_type, if_match, if_none_match)
-        finally:
-            self.discard(staged)
-
-    def stage(self, data: BinaryIO, max_bytes: int | None = None) -> Staged:
-        """Buffer the data in memory."""
+        """Buffer the data, then swap it in under the lock if `expect` holds."""
         buffer = io.BytesIO()
-        sha256, size = _copy(data, buffer, max_bytes)
-        staged = Staged(id=uuid.uuid4().hex, size=size, sha256=sha256)
-        with self._lock:
-            self._staged[staged.id] = buffer.getvalue()
-        return staged
+        sha256, _ = copy_hashed(data, buffer.write, max_bytes)
+        if verify is not None:
+            verify(sha256)
+        return self._swap_in(key, buffer.getvalue(), sha256, content_type, expect)
 
-    def discard(self, staged: Staged) -> None:
-        """Forget staged data."""
-        with self._lock:
-            self._staged.pop(staged.id, None)
-
-    @contextmanager
-    def batch(self) -> Iterator[None]:
-        """Nothing to group in memory."""
-        yield
-
-    def commit(
-        self,
-        key: Key,
-        staged: Staged,
-        content_type: str,
-        if_match: str | None = None,
-        if_none_match: bool = False,
+    def _swap_in(
+        self, key: Key, body: bytes, sha256: str, content_type: str, expect: Expect
     ) -> ObjectInfo:
-        """Swap the staged bytes in under the lock if the preconditions hold."""
         with self._lock:
-            body = self._staged[staged.id]  # kept until the commit succeeds, as on disk
             current = self._objects.get(key)
-            if if_none_match and current is not None:
-                raise AlreadyExists(f"an object exists at {key}")
-            if if_match is not None and (
-                current is None or not _etag_matches(if_match, current[0])
-            ):
-                raise PreconditionFailed(f"the object at {key} does not match {if_match}")
+            check_expect(key, current[0] if current else None, expect)
             parts = key.split("/")
             for i in range(1, len(parts)):
                 if "/".join(parts[:i]) in self._objects:
@@ -114,23 +95,22 @@ class MemoryStorage:
                 raise Conflict(f"{key} is a folder that holds objects")
             info = ObjectInfo(
                 key=key,
-                size=staged.size,
+                size=len(body),
                 content_type=content_type or guess_type(key),
-                sha256=staged.sha256,
+                sha256=sha256,
                 modified=datetime.now(UTC).replace(microsecond=0),
+                created=current is None,
             )
             self._objects[key] = (info, body)
-            del self._staged[staged.id]
             return info
 
-    def delete(self, key: Key, if_match: str | None = None) -> None:
+    def delete(self, key: Key, expect: Expect = ANYTHING) -> None:
         """Remove the object at key."""
         with self._lock:
             current = self._objects.get(key)
             if current is None:
                 raise ObjectNotFound(f"no object at {key}")
-            if if_match is not None and not _etag_matches(if_match, current[0]):
-                raise PreconditionFailed(f"the object at {key} does not match {if_match}")
+            check_expect(key, current[0], expect)
             del self._objects[key]
 
     def list(self, prefix: str = "", after: str = "") -> Iterator[ObjectInfo]:
@@ -143,62 +123,98 @@ class MemoryStorage:
     def check(self) -> None:
         """Always ready."""
 
-    def get_state(self, name: str) -> bytes | None:
+    # -- Records -----------------------------------------------------------------------------
+
+    def get_record(self, name: str) -> Record | None:
         """The record called name, or None."""
-        return self._state.get(name)
+        value = self._records.get(check_record_name(name))
+        return None if value is None else Record(value, _version(value))
 
-    def put_state(self, name: str, value: bytes, if_absent: bool = False) -> bool:
-        """Store a record; with if_absent only when none exists."""
+    def put_record(self, name: str, value: bytes, expect: Expect = ANYTHING) -> Record:
+        """Store a record if `expect` holds."""
         with self._lock:
-            if if_absent and name in self._state:
-                return False
-            self._state[name] = value
-            return True
+            current = self.get_record(name)
+            check_record_expect(name, current, expect)
+            self._records[name] = bytes(value)
+            return Record(bytes(value), _version(value))
 
-    def delete_state(self, name: str) -> None:
-        """Remove a record if it exists."""
-        self._state.pop(name, None)
+    def delete_record(self, name: str, expect: Expect = ANYTHING) -> None:
+        """Remove a record if it exists and `expect` holds."""
+        with self._lock:
+            current = self.get_record(name)
+            if current is None:
+                return
+            check_record_expect(name, current, expect)
+            del self._records[name]
 
-    def list_state(self, prefix: str) -> Iterator[str]:
+    def list_records(self, prefix: str) -> Iterator[str]:
         """Names of the records starting with prefix."""
-        yield from sorted(n for n in list(self._state) if n.startswith(prefix))
-
-    # -- staging data of resumable uploads -----------------------------------------------------
-
-    def _upload(self, staging_id: str) -> bytearray:
-        try:
-            return self._uploads[staging_id]
-        except (AttributeError, KeyError):
-            raise ObjectNotFound(f"no staging data {staging_id}") from None
-
-    def create_staging(self, staging_id: str) -> None:
-        """Start empty staging data."""
         with self._lock:
-            if not hasattr(self, "_uploads"):
-                self._uploads: dict[str, bytearray] = {}
-                self._upload_locks: dict[str, threading.Lock] = {}
-            if staging_id in self._uploads:
-                raise FileExistsError(staging_id)
-            self._uploads[staging_id] = bytearray()
-            self._upload_locks[staging_id] = threading.Lock()
+            names = sorted(n for n in self._records if n.startswith(prefix))
+        yield from names
 
-    def append_staging(
+    # -- Staging -------------------------------------------------------------------------------
+
+    def stage(self, data: BinaryIO, max_bytes: int | None = None) -> Staged:
+        """Buffer the data in memory."""
+        buffer = io.BytesIO()
+        sha256, size = copy_hashed(data, buffer.write, max_bytes)
+        staged = Staged(id=uuid.uuid4().hex, size=size, sha256=sha256)
+        with self._lock:
+            self._staged[staged.id] = buffer.getvalue()
+        return staged
+
+    def commit(
+        self, key: Key, staged: Staged, content_type: str, expect: Expect = ANYTHING
+    ) -> ObjectInfo:
+        """Swap the staged bytes in if `expect` holds (kept staged if it does not)."""
+        body = self._staged[staged.id]
+        info = self._swap_in(key, body, staged.sha256, content_type, expect)
+        with self._lock:
+            self._staged.pop(staged.id, None)
+        return info
+
+    def discard(self, staged: Staged) -> None:
+        """Forget staged data."""
+        with self._lock:
+            self._staged.pop(staged.id, None)
+
+    # -- UploadParts ---------------------------------------------------------------------------
+
+    def _upload(self, upload_id: str) -> bytearray:
+        try:
+            return self._uploads[check_upload_id(upload_id)]
+        except KeyError:
+            raise ObjectNotFound(f"no upload data {upload_id}") from None
+
+    def create_upload(self, upload_id: str, key: Key) -> None:
+        """Start an empty buffer."""
+        with self._lock:
+            if check_upload_id(upload_id) in self._uploads:
+                raise AlreadyExists(f"upload {upload_id} exists")
+            self._uploads[upload_id] = bytearray()
+
+    def upload_size(self, upload_id: str) -> int:
+        """The size of the buffer."""
+        return len(self._upload(upload_id))
+
+    def write_upload(
         self,
-        staging_id: str,
+        upload_id: str,
         offset: int,
         data: BinaryIO,
-        max_bytes: int | None = None,
+        total: int,
         verify: Callable[[], None] | None = None,
     ) -> int:
         """Append to the buffer at offset; cut back to offset on error."""
-        buffer = self._upload(staging_id)
+        buffer = self._upload(upload_id)
         if len(buffer) < offset:
-            raise Conflict(f"the staging data holds {len(buffer)} bytes, not {offset}")
+            raise Conflict(f"the upload holds {len(buffer)} bytes, not {offset}")
         del buffer[offset:]
         try:
             while chunk := data.read(CHUNK_BYTES):
-                if max_bytes is not None and len(buffer) + len(chunk) > max_bytes:
-                    raise TooLarge(f"the data would pass {max_bytes} bytes")
+                if len(buffer) + len(chunk) > total:
+                    raise TooLarge(f"the data would pass {total} bytes")
                 buffer += chunk
             if verify is not None:
                 verify()
@@ -207,37 +223,24 @@ class MemoryStorage:
             raise
         return len(buffer)
 
-    def staging_size(self, staging_id: str) -> int:
-        """The size of the buffer."""
-        return len(self._upload(staging_id))
-
-    def open_staging(self, staging_id: str) -> BinaryIO:
+    def open_upload(self, upload_id: str) -> BinaryIO:
         """A copy of the buffer as a stream."""
-        return io.BytesIO(bytes(self._upload(staging_id)))
+        return io.BytesIO(bytes(self._upload(upload_id)))
 
-    @contextmanager
-    def lock_staging(self, staging_id: str) -> Iterator[None]:
-        """A per-upload lock, not waited for."""
-        self._upload(staging_id)
-        lock = self._upload_locks[staging_id]
-        if not lock.acquire(blocking=False):
-            raise Locked(f"staging data {staging_id} is being written")
-        try:
-            yield
-        finally:
-            lock.release()
+    def complete_upload(
+        self, upload_id: str, key: Key, content_type: str, sha256: str, expect: Expect
+    ) -> ObjectInfo:
+        """Swap the buffer in at key; the buffer is gone once that succeeded."""
+        body = bytes(self._upload(upload_id))
+        info = self._swap_in(key, body, sha256, content_type, expect)
+        self.delete_upload(upload_id)
+        return info
 
-    def staged(self, staging_id: str, sha256: str) -> Staged:
-        """A copy of the buffer in the staging area commit() takes from."""
-        body = bytes(self._upload(staging_id))
-        staged = Staged(id=uuid.uuid4().hex, size=len(body), sha256=sha256)
-        with self._lock:
-            self._staged[staged.id] = body
-        return staged
-
-    def delete_staging(self, staging_id: str) -> None:
+    def delete_upload(self, upload_id: str) -> None:
         """Forget the buffer."""
         with self._lock:
-            if hasattr(self, "_uploads"):
-                self._uploads.pop(staging_id, None)
-                self._upload_locks.pop(staging_id, None)
+            self._uploads.pop(check_upload_id(upload_id), None)
+
+
+def _version(value: bytes) -> str:
+    return hashlib.sha256(value).hexdigest()
