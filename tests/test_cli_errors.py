@@ -19,9 +19,9 @@ FILEDOCK = str(Path(sys.executable).with_name("filedock"))  # the installed cons
 def run_filedock(
     *args: str, cwd: Path, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """The real command, with no FILEDOCK_ variables but env's. A server that started by
+    """The real command, with no FILEDOCK_ (or AWS_) variables but env's. A server that started by
     mistake never ends by itself: the timeout then fails the test."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("FILEDOCK_")}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("FILEDOCK_", "AWS_"))}
     return subprocess.run(
         [FILEDOCK, *args],
         capture_output=True, text=True, timeout=60, cwd=cwd, env=clean | (env or {}),
@@ -57,7 +57,8 @@ def write(path: Path, data: bytes) -> str:
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [
-        (["--store", "s3://bucket/x"], ["s3://"]),
+        (["--store", "s3://No_Such_Bucket!/x"], ["not a bucket name", "s3://No_Such_Bucket!/x"]),
+        (["--store", "s3://bucket/a/../b"], ["bad prefix", "s3://bucket/a/../b"]),
         (["--store", "ftp://host/x"], ["unknown kind of store", "ftp://"]),
         (["--port", "abc"], ["--port", "'abc' is not a valid integer"]),
         (["--port", "70000"], ["port must be between 0 and 65535"]),
@@ -106,12 +107,30 @@ def test_unreadable_config_named_in_the_environment(tmp_path: Path) -> None:
     [
         ({"FILEDOCK_WORKERS": "x"}, ["bad value for workers"]),
         ({"FILEDOCK_PROT": "5000"}, ["unknown environment variable FILEDOCK_PROT"]),
-        ({"FILEDOCK_STORE": "s3://bucket"}, ["s3://"]),
+        ({"FILEDOCK_STORE": "s3://-bucket"}, ["not a bucket name", "s3://-bucket"]),
     ],
 )
 def test_bad_environment(tmp_path: Path, env: dict[str, str], fragments: list[str]) -> None:
     result = run_filedock("serve", "--port", "0", cwd=tmp_path, env=env)
     assert_user_error(result, *fragments)
+
+
+def test_an_s3_store_without_credentials(tmp_path: Path) -> None:
+    """No AWS credentials anywhere: one line that says so, before any request is made."""
+    nowhere = str(tmp_path / "none")
+    env = {"AWS_SHARED_CREDENTIALS_FILE": nowhere, "AWS_CONFIG_FILE": nowhere}
+    result = run_filedock("serve", "--port", "0", "--store", "s3://bucket/x", cwd=tmp_path,
+                          env=env)  # fmt: skip
+    assert_user_error(result, "no credentials")
+
+
+def test_an_s3_store_with_an_unknown_aws_profile(tmp_path: Path) -> None:
+    nowhere = str(tmp_path / "none")
+    env = {"AWS_SHARED_CREDENTIALS_FILE": nowhere, "AWS_CONFIG_FILE": nowhere}
+    env |= {"AWS_PROFILE": "nobody"}
+    result = run_filedock("serve", "--port", "0", "--store", "s3://bucket/x", cwd=tmp_path,
+                          env=env)  # fmt: skip
+    assert_user_error(result, "cannot use s3://bucket/x", "nobody")
 
 
 def test_port_in_use(tmp_path: Path, busy_port: int) -> None:

@@ -123,13 +123,18 @@ def open_s3(url: str, endpoint: str = "") -> S3Storage:
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
-    session = boto3.session.Session()
-    client = session.client(
-        "s3",
-        endpoint_url=endpoint or None,
-        region_name=session.region_name or "us-east-1",
-        config=config,
-    )
+    from botocore.exceptions import BotoCoreError
+
+    try:
+        session = boto3.session.Session()
+        client = session.client(
+            "s3",
+            endpoint_url=endpoint or None,
+            region_name=session.region_name or "us-east-1",
+            config=config,
+        )
+    except (BotoCoreError, ValueError) as exc:  # an unknown AWS_PROFILE, a bad endpoint URL
+        raise ValueError(f"cannot use {url}: {exc}") from None
     return S3Storage(client, bucket, prefix)
 
 
