@@ -229,14 +229,19 @@ def _request_key(rule: Rule) -> str | None:
 
 def _token_principal(tokens: tuple[Token, ...], store_unread: bool) -> Principal:
     presented = auth.credential_from_header(request.headers.get("Authorization"))
+    unread = ApiError(
+        503,
+        "store-unavailable",
+        "the tokens kept in the store cannot be read; try again",
+        {"Retry-After": "5"},
+    )
+    if presented is None and store_unread and not tokens:
+        raise unread  # the store decides whether this server needs a token at all
     if presented is None:
         raise auth.Unauthorized("this server needs a token: Authorization: Bearer <token>")
     token = auth.find_token(tokens, presented)
     if token is None and store_unread:
-        # It may be a token of the store: neither accept it nor call it unknown.
-        raise ApiError(
-            503, "not-ready", "the tokens kept in the store cannot be read", {"Retry-After": "5"}
-        )
+        raise unread  # it may be a token of the store: neither accept it nor call it unknown
     if token is None:
         raise auth.Unauthorized("unknown token")
     return Principal(token=token)

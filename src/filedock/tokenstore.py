@@ -31,10 +31,16 @@ STALE_SECONDS = 10.0
 
 
 def holds_tokens(storage: Storage) -> bool:
-    """Does the store keep any token? (False for a store that cannot keep them.)"""
+    """Does the store keep any token? (False for a store that cannot keep them.) An object
+    store that is down for now may: True, and the workers refuse every request that needs a
+    token until they have read them (a server of a store that is down starts, and answers 503
+    until the store is back)."""
     try:
         return isinstance(storage, Records) and bool(read_tokens(storage))
-    except (OSError, StoreUnavailable) as exc:
+    except StoreUnavailable as exc:
+        log.warning("cannot read the tokens kept in the store yet: %s", exc)
+        return True
+    except OSError as exc:
         raise ConfigError(f"cannot read the tokens kept in the store: {exc}") from None
 
 
@@ -148,7 +154,9 @@ class StoreTokens:
         self._read_at = self._tried_at = float("-inf")
         try:
             self._tokens = read_tokens(storage)
-        except (OSError, StoreUnavailable) as exc:
+        except StoreUnavailable as exc:  # down for now: refuse the store's tokens until back
+            log.warning("cannot read the store's tokens yet, refusing them until then: %s", exc)
+        except OSError as exc:
             if name not in _OPENED:
                 raise ConfigError(f"cannot read the tokens kept in the store: {exc}") from None
             log.warning("cannot read the store's tokens yet, refusing them until then: %s", exc)
