@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from tests.conftest import LiveServer, start_server
+from tests.conftest import LiveServer, start_server, wait_for
 from tests.wire import status_of
 
 TIMEOUT = 2  # client_timeout of the server under test, in seconds
@@ -46,6 +46,10 @@ def answer_of(sock: socket.socket) -> bytes:
         chunks.append(chunk)
     sock.close()
     return b"".join(chunks)
+
+
+def lines_with(live: LiveServer, text: str) -> list[str]:
+    return [line for line in list(live.output) if text in line]
 
 
 def healthz_seconds(live: LiveServer) -> float:
@@ -85,15 +89,30 @@ def test_stalled_request_headers_are_dropped(server: LiveServer) -> None:
 def test_a_client_that_never_reads_its_download_is_dropped(
     server: LiveServer, store_dir: Path
 ) -> None:
-    (store_dir / "big.bin").write_bytes(b"\0" * (64 << 20))  # far more than socket buffers
-    stalled = [connect(server, b"GET /api/v1/files/big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
-               for _ in range(2)]  # fmt: skip
-    time.sleep(0.5)
-    assert healthz_seconds(server) < ANSWERED_WITHIN
-    for sock in stalled:
-        sock.settimeout(10)
-        received = len(answer_of(sock))  # the connection ends short of the whole file
-        assert 0 < received < 64 << 20
+    size = 64 << 20
+    (store_dir / "big.bin").write_bytes(b"\0" * size)
+    parts = urlsplit(server.url)
+    stalled = []
+    try:
+        for _ in range(2):
+            sock = socket.socket()
+            stalled.append(sock)
+            # A small receive window (set before connecting, when it is negotiated): the
+            # socket buffers on both sides then hold a few MiB at most, far less than the file.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 10)
+            sock.settimeout(30)
+            sock.connect((parts.hostname, parts.port))
+            sock.sendall(b"GET /api/v1/files/big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert sock.recv(1, socket.MSG_PEEK)  # its download has begun: a thread sends it
+        assert healthz_seconds(server) < ANSWERED_WITHIN
+        # Read nothing until the server has given up on both downloads (it logs each then).
+        wait_for(lambda: len(lines_with(server, '"GET /api/v1/files/big.bin ')) == 2, 60)
+        for sock in stalled:
+            received = len(answer_of(sock))  # the connection ends short of the whole file
+            assert 0 < received < size
+    finally:
+        for sock in stalled:
+            sock.close()
 
 
 def test_a_slow_but_steady_upload_is_not_dropped(server: LiveServer, store_dir: Path) -> None:
