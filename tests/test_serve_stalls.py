@@ -4,6 +4,7 @@ otherwise leave nobody to answer."""
 
 from __future__ import annotations
 
+import itertools
 import socket
 import time
 from collections.abc import Iterator
@@ -26,10 +27,33 @@ ANSWERED_WITHIN = TIMEOUT + 10
 def server(store_dir: Path) -> Iterator[LiveServer]:
     live = start_server(
         "--store", str(store_dir), "--port", "0", "--workers", "1",
-        env={"FILEDOCK_THREADS": "2", "FILEDOCK_CLIENT_TIMEOUT": str(TIMEOUT)},
+        # any body rate: these tests are about stalls; the rate has its own test below
+        env={"FILEDOCK_THREADS": "2", "FILEDOCK_CLIENT_TIMEOUT": str(TIMEOUT),
+             "FILEDOCK_BODY_MIN_RATE": "0"},
     )  # fmt: skip
     yield live
     assert live.stop() == 0
+
+
+def trickle_until_closed(sock: socket.socket, trickle: bytes, deadline: float) -> bytes:
+    """Send trickle a byte every 0.5 s (well within client_timeout) until the server closes
+    the connection: what the server sent. Fails if it is still open at deadline."""
+    sock.settimeout(0.5)
+    answer = b""
+    for byte in itertools.cycle(trickle):
+        assert time.monotonic() < deadline, "the server never closed the connection"
+        try:
+            if not answer:
+                sock.sendall(bytes([byte]))
+            data = sock.recv(65536)
+        except TimeoutError:
+            continue
+        except OSError:  # reset: closed too
+            return answer
+        if not data:
+            return answer
+        answer += data
+    raise AssertionError("unreachable")
 
 
 def connect(live: LiveServer, first_bytes: bytes) -> socket.socket:
@@ -124,6 +148,49 @@ def test_a_slow_but_steady_upload_is_not_dropped(server: LiveServer, store_dir: 
         sock.sendall(bytes([byte]))
     assert status_of(answer_of(sock)) == 201
     assert (store_dir / "slow.bin").read_bytes() == body
+
+
+def test_a_head_sent_slowly_but_steadily_is_dropped_after_header_timeout(
+    store_dir: Path,
+) -> None:
+    live = start_server(
+        "--store", str(store_dir), "--port", "0", "--workers", "1",
+        env={"FILEDOCK_CLIENT_TIMEOUT": str(TIMEOUT), "FILEDOCK_HEADER_TIMEOUT": "3"},
+    )  # fmt: skip
+    try:
+        sock = connect(live, b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        with sock:
+            started = time.monotonic()
+            # A header that never ends: no read ever waits long, the head as a whole does.
+            assert trickle_until_closed(sock, b"X-Slow: more", started + 60) == b""
+            assert time.monotonic() - started >= 3 - 0.5
+    finally:
+        assert live.stop() == 0
+
+
+def test_a_body_slower_than_body_min_rate_is_dropped(store_dir: Path) -> None:
+    live = start_server(
+        "--store", str(store_dir), "--port", "0", "--workers", "1",
+        env={"FILEDOCK_CLIENT_TIMEOUT": str(TIMEOUT), "FILEDOCK_BODY_MIN_RATE": "100"},
+    )  # fmt: skip
+    try:
+        sock = connect(live, b"PUT /api/v1/files/slow.bin HTTP/1.1\r\nHost: x\r\n"
+                             b"Content-Length: 100000\r\n\r\n")  # fmt: skip
+        with sock:
+            # 2 bytes a second: each read waits 0.5 s, never the 2 s of client_timeout
+            answer = trickle_until_closed(sock, b"0123456789", time.monotonic() + 60)
+        assert status_of(answer) == 400, answer[:300]
+        assert b"slower than 100 bytes/s" in answer
+        assert not list(store_dir.glob("slow*"))
+    finally:
+        assert live.stop() == 0
+
+
+@pytest.mark.parametrize("setting", ["FILEDOCK_HEADER_TIMEOUT=0", "FILEDOCK_BODY_MIN_RATE=-1"])
+def test_header_timeout_and_body_min_rate_are_checked(store_dir: Path, setting: str) -> None:
+    name, value = setting.split("=")
+    with pytest.raises(RuntimeError, match=name[len("FILEDOCK_") :].lower()):
+        start_server("--store", str(store_dir), "--port", "0", env={name: value})
 
 
 def test_client_timeout_must_be_positive(store_dir: Path) -> None:

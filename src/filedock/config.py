@@ -44,6 +44,8 @@ class Settings:
     workers: int = field(default_factory=lambda: default_workers())
     threads: int = 16
     client_timeout: int = 60  # seconds a client may stall mid-request before it is dropped
+    header_timeout: int = 30  # seconds a client has to send a request's whole head
+    body_min_rate: int = 500  # bytes/s a body must average after client_timeout s; 0: any
     max_upload_bytes: int = 10 << 30
     max_json_bytes: int = 16 << 20
     cors_origins: tuple[str, ...] = ("*",)
@@ -55,9 +57,11 @@ class Settings:
     config_file: str = field(default="", metadata={"env": False})
 
     def __post_init__(self) -> None:
-        for name in ("workers", "threads", "client_timeout"):
+        for name in ("workers", "threads", "client_timeout", "header_timeout"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if self.body_min_rate < 0:
+            raise ConfigError(f"body_min_rate must be 0 or more, not {self.body_min_rate}")
 
     @classmethod
     def load(

@@ -9,18 +9,23 @@ import json
 import os
 import queue
 import re
+import selectors
 import shutil
 import signal
 import socket
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from functools import partial
 from typing import Any
 
 from gunicorn import util
 from gunicorn.app.base import BaseApplication
-from gunicorn.workers.gthread import ThreadWorker
+from gunicorn.http2 import negotiation
+from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
 from prometheus_client import multiprocess
 
 from .app import create_app
@@ -177,11 +182,40 @@ def problem_page(page: bytes) -> bytes:
     return head.encode("latin-1") + body
 
 
+class _BodyBudget(threading.local):
+    """The time the request served on this thread may still take to send its body: after
+    `grace` seconds from its first read, at least `rate` bytes a second on average (as
+    Apache's mod_reqtimeout MinRate). Kept per thread: a gthread thread serves one request
+    at a time, and a socket object cannot carry attributes of its own."""
+
+    grace: float = 60.0
+    rate: int = 0
+    started: float | None = None
+    received: int = 0
+
+    def reset(self) -> None:
+        """A new request starts on this thread."""
+        self.started, self.received = None, 0
+
+    def seconds_left(self) -> float | None:
+        """How long the next read may wait; None: no limit."""
+        if not self.rate:
+            return None
+        now = time.monotonic()
+        if self.started is None:
+            self.started = now
+        return self.started + self.grace + self.received / self.rate - now
+
+
+_budget = _BodyBudget()
+
+
 class GuardedSocket(socket.socket):
     """A client connection that may not stall. In blocking mode (gunicorn's threads read and
     write that way) each read, and each write of a chunk, waits at most `seconds` for the
     client, then fails as a reset connection: what gunicorn and the app already do for a client
-    that left (the request ends, a partial upload is removed, the thread is free again)."""
+    that left (the request ends, a partial upload is removed, the thread is free again). Reads
+    also keep to the thread's body budget (`body_min_rate`)."""
 
     __slots__ = ()
     seconds: float = 60.0
@@ -194,12 +228,16 @@ class GuardedSocket(socket.socket):
             super().setblocking(False)
 
     def recv(self, *args: Any) -> bytes:
-        with self._stalls():
-            return super().recv(*args)
+        with self._stalls(), self._budgeted():
+            data = super().recv(*args)
+        _budget.received += len(data)
+        return data
 
     def recv_into(self, *args: Any) -> int:
-        with self._stalls():
-            return super().recv_into(*args)
+        with self._stalls(), self._budgeted():
+            count = super().recv_into(*args)
+        _budget.received += count
+        return count
 
     def sendall(self, *args: Any) -> None:
         with self._stalls():
@@ -210,6 +248,25 @@ class GuardedSocket(socket.socket):
             return super().sendfile(*args, **kwargs)
 
     @contextmanager
+    def _budgeted(self) -> Iterator[None]:
+        timeout = self.gettimeout()
+        left = _budget.seconds_left() if timeout != 0 else None
+        if left is None or (timeout is not None and timeout <= left):
+            yield
+            return
+        if left <= 0:
+            detail = f"the client sent its body slower than {_budget.rate} bytes/s"
+            raise ConnectionResetError(errno.ECONNRESET, detail)
+        self.settimeout(left)
+        try:
+            yield
+        except TimeoutError:
+            detail = f"the client sent its body slower than {_budget.rate} bytes/s"
+            raise ConnectionResetError(errno.ECONNRESET, detail) from None
+        finally:
+            self.settimeout(timeout)
+
+    @contextmanager
     def _stalls(self) -> Iterator[None]:
         try:
             yield
@@ -218,26 +275,174 @@ class GuardedSocket(socket.socket):
             raise ConnectionResetError(errno.ECONNRESET, detail) from None
 
 
-class Worker(ThreadWorker):  # type: ignore[misc]
-    """gunicorn's threaded worker, with two changes.
+class _Head:
+    """A request head being received by the worker's main loop. Each read is looked at once
+    (a head sent a byte at a time must not cost its length squared)."""
 
-    - A client may not hold a thread by stalling: gunicorn only bounds the wait for a new
-      connection's first bytes; here every read and write of a request is bounded by
-      `client_timeout` (GuardedSocket). Without it, `threads` clients that send half a request,
-      or never read a download, leave the worker unable to answer anyone.
+    __slots__ = ("data", "deadline", "stall_deadline", "complete", "line_ended")
+
+    def __init__(self, deadline: float, stall_deadline: float) -> None:
+        self.data = bytearray()
+        self.deadline, self.stall_deadline = deadline, stall_deadline
+        self.complete = self.line_ended = False
+
+    def add(self, data: bytes, max_line: int, max_head: int) -> None:
+        """Append data; complete once the head has ended, or has gone so wrong that gunicorn
+        can refuse it already (a bare LF, a line or a head over its limits)."""
+        start = len(self.data)
+        self.data += data
+        view = self.data
+        if view.find(b"\r\n\r\n", max(0, start - 3)) >= 0 or len(view) > max_head:
+            self.complete = True
+        elif view.count(b"\n", start) != view.count(b"\r\n", max(0, start - 1)):
+            self.complete = True
+        if not self.line_ended:
+            self.line_ended = view.find(b"\r\n", max(0, start - 1)) >= 0
+            self.complete = self.complete or (not self.line_ended and len(view) > max_line)
+
+
+# One non-blocking read of a request head.
+HEAD_READ_BYTES = 64 << 10
+# How often the main loop looks for connections past their deadlines.
+DEADLINE_CHECK_SECONDS = 0.25
+
+
+class Worker(ThreadWorker):  # type: ignore[misc]
+    """gunicorn's threaded worker, with these changes.
+
+    - A thread is only given a connection whose request head has arrived whole: the main
+      loop receives heads without blocking, alongside the kept-alive connections it already
+      watches, so clients that send their headers slowly, or nothing, hold no thread. A head
+      must arrive within `header_timeout` and never stall for `client_timeout`.
+    - A client may not hold a thread by stalling: every read and write of a request is
+      bounded by `client_timeout` (GuardedSocket), and a body must keep `body_min_rate`.
+      Without it, `threads` clients that send half a request, or never read a download,
+      leave the worker unable to answer anyone.
     - The requests gunicorn refuses itself (a malformed request line or header, a line over
       the limit) are answered in problem+json like the rest of the API, not in HTML. gunicorn
       still decides the status, logs and counts the request."""
 
     def init_process(self) -> None:
-        """Take the stall timeout from filedock's settings, then run."""
-        GuardedSocket.seconds = self.app.settings.client_timeout
+        """Take the timeouts from filedock's settings, then run."""
+        settings: Settings = self.app.settings
+        GuardedSocket.seconds = settings.client_timeout
+        self.header_timeout = settings.header_timeout
+        _BodyBudget.grace = settings.client_timeout
+        _BodyBudget.rate = settings.body_min_rate
+        self.heads: dict[Any, _Head] = {}
+        self.next_deadline_check = 0.0
+        self.stop_deadline: float | None = None
+        # The longest head gunicorn reads before refusing it itself (414, 431).
+        self.max_head = (
+            self.cfg.limit_request_line
+            + self.cfg.limit_request_fields * (self.cfg.limit_request_field_size + 2)
+            + 4
+        )
         super().init_process()
 
+    # -- receiving request heads in the main loop --------------------------------------------
+
+    def accept(self, listener: Any) -> None:
+        """Accept a connection and start receiving its request head."""
+        try:
+            sock, client = listener.accept()
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                raise
+            return
+        self.nr_conns += 1
+        if type(sock) is socket.socket:
+            sock.__class__ = GuardedSocket
+        self.enqueue_req(TConn(self.cfg, sock, client, listener.getsockname()))
+
+    def enqueue_req(self, conn: Any) -> None:
+        """Hand conn to a thread once its request head is complete; until then the main loop
+        receives it. (gunicorn calls this for new, kept-alive and pipelining connections.)"""
+        if self.cfg.is_ssl or negotiation.prior_knowledge_allowed(self.cfg, conn.client):
+            super().enqueue_req(conn)  # TLS and HTTP/2 start in a thread, as in gunicorn
+            return
+        buffered = conn.parser.unreader.take_buffered() if conn.parser is not None else b""
+        now = time.monotonic()
+        conn.sock.setblocking(False)
+        head = _Head(now + self.header_timeout, now + GuardedSocket.seconds)
+        self.heads[conn] = head
+        if buffered:
+            head.add(buffered, self.cfg.limit_request_line, self.max_head)
+        if head.complete:
+            self.dispatch(conn)
+        else:
+            self.receive_head(conn, registered=False)
+
+    def receive_head(self, conn: Any, registered: bool = True) -> None:
+        """Read what has arrived of conn's head (the socket is non-blocking)."""
+        head = self.heads[conn]
+        try:
+            data = socket.socket.recv(conn.sock, HEAD_READ_BYTES)  # no stall timeout here
+        except (BlockingIOError, InterruptedError):
+            if not registered:
+                self.poller.register(
+                    conn.sock, selectors.EVENT_READ, partial(self.on_head_readable, conn)
+                )
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.drop_head(conn, registered)
+            return
+        head.add(data, self.cfg.limit_request_line, self.max_head)
+        head.stall_deadline = time.monotonic() + GuardedSocket.seconds
+        if head.complete:
+            if registered:
+                self.poller.unregister(conn.sock)
+            self.dispatch(conn)
+        elif not registered:
+            self.poller.register(
+                conn.sock, selectors.EVENT_READ, partial(self.on_head_readable, conn)
+            )
+
+    def on_head_readable(self, conn: Any, sock: Any) -> None:
+        """Poller callback: more of conn's head has arrived."""
+        self.receive_head(conn)
+
+    def dispatch(self, conn: Any) -> None:
+        """The head is here: give the connection to a thread."""
+        conn.filedock_head = bytes(self.heads.pop(conn).data)
+        super().enqueue_req(conn)
+
+    def drop_head(self, conn: Any, registered: bool) -> None:
+        """Close a connection whose head never came."""
+        del self.heads[conn]
+        if registered:
+            with suppress(KeyError, ValueError, OSError):
+                self.poller.unregister(conn.sock)
+        self.nr_conns -= 1
+        conn.close()
+
+    def murder_pending(self) -> None:
+        """Also close the connections whose heads are past their deadlines."""
+        super().murder_pending()
+        now = time.monotonic()
+        if now < self.next_deadline_check and self.alive:
+            return
+        self.next_deadline_check = now + DEADLINE_CHECK_SECONDS
+        if not self.alive and self.stop_deadline is None:
+            self.stop_deadline = now + STOP_KEEPALIVE_LINGER
+        for conn, head in list(self.heads.items()):
+            if not self.alive and not head.data:
+                self.drop_head(conn, registered=True)  # stopping: no request has begun
+            elif min(head.deadline, head.stall_deadline, self.stop_deadline or now + 1) <= now:
+                self.drop_head(conn, registered=True)
+
+    # -- serving a request in a thread -----------------------------------------------------
+
     def handle(self, conn: Any) -> Any:
-        """Serve a connection through a GuardedSocket."""
-        if type(conn.sock) is socket.socket:
-            conn.sock.__class__ = GuardedSocket
+        """Serve the connection's request, its head already received."""
+        _budget.reset()
+        head = conn.__dict__.pop("filedock_head", None)
+        if head is not None:
+            conn.sock.setblocking(True)
+            conn.init()
+            conn.parser.unreader.unread(head)
         return super().handle(conn)
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
