@@ -6,6 +6,7 @@ import errno
 import html
 import ipaddress
 import json
+import logging
 import os
 import queue
 import re
@@ -28,6 +29,7 @@ from gunicorn.http2 import negotiation
 from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
 from prometheus_client import multiprocess
 
+from . import accesslog
 from .app import create_app
 from .config import Settings
 from .errors import problem_body
@@ -106,6 +108,7 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         # answer does (threads queue for the log handler's lock), hence the setting.
         "accesslog": "-" if settings.access_log else None,
         "access_log_format": ACCESS_LOG_FORMAT,
+        "logger_class": f"{accesslog.__name__}.AccessLogger",
         "errorlog": "-",
         "proc_name": "filedock",
     }
@@ -339,6 +342,11 @@ class Worker(ThreadWorker):  # type: ignore[misc]
             + 4
         )
         super().init_process()
+
+    def load_wsgi(self) -> None:
+        """Load the app, then keep credentials out of its log lines too."""
+        super().load_wsgi()
+        accesslog.redact_handlers(logging.getLogger("filedock"))
 
     # -- receiving request heads in the main loop --------------------------------------------
 

@@ -1,0 +1,160 @@
+"""The server's log lines: one access line per request, and no credential in any line.
+
+A signed link carries its signature in the query string, and a token may arrive as a query
+parameter or in a Referer: every URL written to the access or error log has those values
+replaced, and no Authorization header is ever written."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from gunicorn import glogging
+
+REDACTED = "[redacted]"
+# Query parameters whose values are credentials: filedock's signed links, the usual token
+# parameters, S3-style presigned URLs.
+SECRET_PARAMETERS = (
+    "signature",
+    "sig",
+    "token",
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "api_key",
+    "apikey",
+    "password",
+    "x-amz-signature",
+    "x-amz-credential",
+    "x-amz-security-token",
+)
+_SECRET_QUERY = re.compile(
+    r"(?i)((?:^|[?&;])(?:" + "|".join(map(re.escape, SECRET_PARAMETERS)) + r")=)[^&;#\s\"]*"
+)
+_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
+
+
+def redact(text: str) -> str:
+    """text with the value of every credential query parameter replaced."""
+    if "=" not in text:
+        return text
+    return _SECRET_QUERY.sub(r"\1" + REDACTED, text)
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites a record's message with its credentials redacted (for error log handlers)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Redact the formatted message; always keep the record."""
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+REDACTING_FILTER = RedactingFilter()
+
+
+def redact_handlers(logger: logging.Logger) -> None:
+    """Add the redacting filter to every handler of logger (once)."""
+    for handler in logger.handlers:
+        if REDACTING_FILTER not in handler.filters:
+            handler.addFilter(REDACTING_FILTER)
+
+
+class _Atoms(Mapping[str, str]):
+    """gunicorn's log atoms, each computed when the format asks for it, URLs redacted."""
+
+    def __init__(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> None:
+        self.resp, self.req, self.environ, self.request_time = resp, req, environ, request_time
+
+    def __getitem__(self, name: str) -> str:
+        value = self._atom(name.lower() if name.startswith("{") else name)
+        return "-" if value is None else str(value)
+
+    def __iter__(self) -> Any:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+    def _atom(self, name: str) -> Any:
+        environ = self.environ
+        if name == "r":
+            uri = redact(environ.get("RAW_URI", ""))
+            return f"{environ['REQUEST_METHOD']} {uri} {environ['SERVER_PROTOCOL']}"
+        if name in ("b", "B"):
+            return getattr(self.resp, "sent", None)
+        if name == "s":
+            return str(self.resp.status).split(None, 1)[0]
+        simple = {
+            "h": ("REMOTE_ADDR",),
+            "m": ("REQUEST_METHOD",),
+            "u": (),  # from Authorization, which is never logged
+            "l": (),
+            "U": ("PATH_INFO",),
+            "q": ("QUERY_STRING",),
+            "H": ("SERVER_PROTOCOL",),
+            "f": ("HTTP_REFERER",),
+            "a": ("HTTP_USER_AGENT",),
+        }
+        if name in simple:
+            keys = simple[name]
+            value = environ.get(keys[0]) if keys else None
+            return redact(value) if isinstance(value, str) else value
+        if name == "t":
+            return time.strftime("[%d/%b/%Y:%H:%M:%S %z]")
+        if name == "p":
+            return f"<{os.getpid()}>"
+        elapsed = self.request_time
+        if name == "T":
+            return elapsed.seconds
+        if name == "D":
+            return elapsed.seconds * 1_000_000 + elapsed.microseconds
+        if name == "M":
+            return elapsed.seconds * 1000 + elapsed.microseconds // 1000
+        if name == "L":
+            return f"{elapsed.seconds}.{elapsed.microseconds:06d}"
+        if name.startswith("{") and len(name) > 3:
+            header, kind = name[1:-2], name[-1]
+            if header in _SECRET_HEADERS:
+                return REDACTED if kind in "io" else None
+            if kind == "i":
+                return self._header(getattr(self.req, "headers", ()), header)
+            if kind == "o":
+                return self._header(getattr(self.resp, "headers", ()), header)
+            if kind == "e":
+                value = environ.get(header.upper())
+                return redact(value) if isinstance(value, str) else value
+        return None
+
+    @staticmethod
+    def _header(headers: Any, wanted: str) -> str | None:
+        for key, value in headers:
+            if key.lower() == wanted:
+                return redact(value)
+        return None
+
+
+class AccessLogger(glogging.Logger):  # type: ignore[misc]
+    """gunicorn's logger, leaving credentials out of the access line and the error lines."""
+
+    def setup(self, cfg: Any) -> None:
+        """gunicorn's handlers, with the redacting filter on the error log's."""
+        super().setup(cfg)
+        redact_handlers(self.error_log)
+
+    def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> None:
+        """Log one request."""
+        if not self.access_log_enabled:
+            return
+        try:
+            line = self.cfg.access_log_format % _Atoms(resp, req, environ, request_time)
+            self.access_log.info(line)
+        except Exception:
+            self.exception("the access log line could not be written")
