@@ -304,7 +304,21 @@ class _Head:
             self.complete = self.complete or (not self.line_ended and len(view) > max_line)
 
 
-# One non-blocking read of a request head.
+class _Linger:
+    """A closing connection whose client may still be sending: read and dropped until it
+    closes, or until LINGER_SECONDS or LINGER_BYTES, so the answer is not lost to a reset."""
+
+    __slots__ = ("deadline", "left")
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline, self.left = deadline, LINGER_BYTES
+
+
+# How long, and how much, a closing connection is read from after the answer (nginx's
+# lingering close reads for up to lingering_time, 30 s, waiting lingering_timeout, 5 s).
+LINGER_SECONDS = 5.0
+LINGER_BYTES = 64 << 20
+# One non-blocking read of a request head (or of what a lingering client still sends).
 HEAD_READ_BYTES = 64 << 10
 # How often the main loop looks for connections past their deadlines.
 DEADLINE_CHECK_SECONDS = 0.25
@@ -321,6 +335,9 @@ class Worker(ThreadWorker):  # type: ignore[misc]
       bounded by `client_timeout` (GuardedSocket), and a body must keep `body_min_rate`.
       Without it, `threads` clients that send half a request, or never read a download,
       leave the worker unable to answer anyone.
+    - A connection is closed gracefully, in the main loop: the answer is sent, then what the
+      client still sends is read and dropped for a while (LINGER_SECONDS), so a client
+      uploading a body the server refused receives the answer instead of a reset.
     - The requests gunicorn refuses itself (a malformed request line or header, a line over
       the limit) are answered in problem+json like the rest of the API, not in HTML. gunicorn
       still decides the status, logs and counts the request."""
@@ -333,8 +350,10 @@ class Worker(ThreadWorker):  # type: ignore[misc]
         _BodyBudget.grace = settings.client_timeout
         _BodyBudget.rate = settings.body_min_rate
         self.heads: dict[Any, _Head] = {}
+        self.lingering: dict[Any, _Linger] = {}
         self.next_deadline_check = 0.0
         self.stop_deadline: float | None = None
+        self.discard = bytearray(HEAD_READ_BYTES)
         # The longest head gunicorn reads before refusing it itself (414, 431).
         self.max_head = (
             self.cfg.limit_request_line
@@ -427,7 +446,7 @@ class Worker(ThreadWorker):  # type: ignore[misc]
         conn.close()
 
     def murder_pending(self) -> None:
-        """Also close the connections whose heads are past their deadlines."""
+        """Also close heads past their deadlines and end lingering closes that are done."""
         super().murder_pending()
         now = time.monotonic()
         if now < self.next_deadline_check and self.alive:
@@ -440,6 +459,9 @@ class Worker(ThreadWorker):  # type: ignore[misc]
                 self.drop_head(conn, registered=True)  # stopping: no request has begun
             elif min(head.deadline, head.stall_deadline, self.stop_deadline or now + 1) <= now:
                 self.drop_head(conn, registered=True)
+        for conn, linger in list(self.lingering.items()):
+            if linger.deadline <= now:
+                self.end_linger(conn)
 
     # -- serving a request in a thread -----------------------------------------------------
 
@@ -460,6 +482,65 @@ class Worker(ThreadWorker):  # type: ignore[misc]
         if capture.data:
             with suppress(OSError):
                 util.write_nonblock(client, problem_page(capture.data))
+
+    # -- closing gracefully ------------------------------------------------------------------
+
+    def finish_request(self, conn: Any, fs: Any) -> None:
+        """As gunicorn, but a connection to close lingers in the main loop."""
+        try:
+            keep = fs.result() if not fs.cancelled() else False
+        except Exception:
+            keep = False
+        if keep is False or keep is None:
+            self.linger(conn)
+        else:
+            super().finish_request(conn, fs)
+
+    def linger(self, conn: Any) -> None:
+        """Send FIN after the answer, then drop what the client still sends until it closes
+        (gunicorn's own graceful close blocks the main loop for it, for at most 64 KiB)."""
+        try:
+            conn.sock.setblocking(False)
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.nr_conns -= 1
+            conn.close()
+            return
+        self.lingering[conn] = _Linger(time.monotonic() + LINGER_SECONDS)
+        if not self.drain(conn):
+            self.poller.register(
+                conn.sock, selectors.EVENT_READ, partial(self.on_linger_readable, conn)
+            )
+
+    def drain(self, conn: Any) -> bool:
+        """Read and drop what has arrived; True once the connection is closed."""
+        linger = self.lingering[conn]
+        while True:
+            try:
+                count = socket.socket.recv_into(conn.sock, self.discard)
+            except (BlockingIOError, InterruptedError):
+                return False
+            except OSError:
+                count = 0
+            linger.left -= count
+            if count == 0 or linger.left <= 0:
+                self.end_linger(conn, registered=False)
+                return True
+
+    def on_linger_readable(self, conn: Any, sock: Any) -> None:
+        """Poller callback: a lingering client sent more, or closed."""
+        if self.drain(conn):
+            with suppress(KeyError, ValueError, OSError):
+                self.poller.unregister(sock)
+
+    def end_linger(self, conn: Any, registered: bool = True) -> None:
+        """Close a lingering connection for good."""
+        del self.lingering[conn]
+        if registered:
+            with suppress(KeyError, ValueError, OSError):
+                self.poller.unregister(conn.sock)
+        self.nr_conns -= 1
+        util.close(conn.sock)
 
 
 class Server(BaseApplication):  # type: ignore[misc]
