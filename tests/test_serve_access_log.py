@@ -1,4 +1,4 @@
-"""The access log of a real server: what it never says."""
+"""The access log of a real server: what it says a request sent, and what it never says."""
 
 from __future__ import annotations
 
@@ -31,6 +31,24 @@ def access_line(server: LiveServer, request_id: str) -> re.Match[str]:
     match = found()
     assert match is not None
     return match
+
+
+def test_downloads_log_the_bytes_they_sent(live_server: LiveServer, store_dir: Path) -> None:
+    (store_dir / "data.bin").write_bytes(bytes(range(256)) * 4000)  # 1,024,000 bytes
+    url = live_server.url + "/api/v1/files/data.bin"
+    whole = requests.get(url, headers={"X-Request-ID": "whole"}, timeout=30)
+    part = requests.get(
+        url, headers={"X-Request-ID": "part", "Range": "bytes=100-1099"}, timeout=30
+    )
+    listing = requests.get(
+        live_server.url + "/api/v1/files?prefix=data",
+        headers={"X-Request-ID": "listing"},
+        timeout=30,
+    )
+    assert (whole.status_code, part.status_code, listing.status_code) == (200, 206, 200)
+    assert access_line(live_server, "whole")["bytes"] == "1024000"
+    assert access_line(live_server, "part")["bytes"] == "1000"
+    assert access_line(live_server, "listing")["bytes"] == str(len(listing.content))
 
 
 def test_no_credential_reaches_the_log(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -67,6 +68,26 @@ def redact_handlers(logger: logging.Logger) -> None:
             handler.addFilter(REDACTING_FILTER)
 
 
+# Bytes a download sent with sendfile(2), which gunicorn's response does not count: the
+# worker's socket adds them here for the request its thread is serving.
+_sent = threading.local()
+
+
+def reset_sendfile_bytes() -> None:
+    """A new request starts on this thread."""
+    _sent.bytes = 0
+
+
+def add_sendfile_bytes(count: int) -> None:
+    """count more bytes of the current request's answer went out through sendfile(2)."""
+    _sent.bytes = getattr(_sent, "bytes", 0) + count
+
+
+def sendfile_bytes() -> int:
+    """Bytes of the current request's answer sent with sendfile(2)."""
+    return int(getattr(_sent, "bytes", 0))
+
+
 class _Atoms(Mapping[str, str]):
     """gunicorn's log atoms, each computed when the format asks for it, URLs redacted."""
 
@@ -89,7 +110,7 @@ class _Atoms(Mapping[str, str]):
             uri = redact(environ.get("RAW_URI", ""))
             return f"{environ['REQUEST_METHOD']} {uri} {environ['SERVER_PROTOCOL']}"
         if name in ("b", "B"):
-            return getattr(self.resp, "sent", None)
+            return (getattr(self.resp, "sent", 0) or 0) + sendfile_bytes()
         if name == "s":
             return str(self.resp.status).split(None, 1)[0]
         simple = {
@@ -142,7 +163,8 @@ class _Atoms(Mapping[str, str]):
 
 
 class AccessLogger(glogging.Logger):  # type: ignore[misc]
-    """gunicorn's logger, leaving credentials out of the access line and the error lines."""
+    """gunicorn's logger: the access line counts the bytes of sendfile(2) downloads and
+    leaves out credentials; error lines are redacted too."""
 
     def setup(self, cfg: Any) -> None:
         """gunicorn's handlers, with the redacting filter on the error log's."""

@@ -213,6 +213,23 @@ class _BodyBudget(threading.local):
 _budget = _BodyBudget()
 
 
+class _SendfileSource:
+    """A file handed to socket.sendfile, noting where it ends: socket.sendfile seeks the file
+    to the end of what it sent, also when the client breaks off (gunicorn seeks back)."""
+
+    def __init__(self, file: Any, offset: int) -> None:
+        self._file, self.position = file, offset
+
+    def seek(self, position: int, whence: int = os.SEEK_SET) -> int:
+        """Note the position; move the file there too if it can."""
+        self.position = position
+        seek = getattr(self._file, "seek", None)
+        return int(seek(position, whence)) if seek is not None else position
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
+
+
 class GuardedSocket(socket.socket):
     """A client connection that may not stall. In blocking mode (gunicorn's threads read and
     write that way) each read, and each write of a chunk, waits at most `seconds` for the
@@ -246,9 +263,14 @@ class GuardedSocket(socket.socket):
         with self._stalls():
             super().sendall(*args)
 
-    def sendfile(self, *args: Any, **kwargs: Any) -> int:
-        with self._stalls():
-            return super().sendfile(*args, **kwargs)
+    def sendfile(self, file: Any, offset: int = 0, count: int | None = None) -> int:
+        """socket.sendfile, counting what was sent for the access log even if it fails."""
+        source = _SendfileSource(file, offset)
+        try:
+            with self._stalls():
+                return super().sendfile(source, offset, count)
+        finally:
+            accesslog.add_sendfile_bytes(source.position - offset)
 
     @contextmanager
     def _budgeted(self) -> Iterator[None]:
@@ -468,6 +490,7 @@ class Worker(ThreadWorker):  # type: ignore[misc]
     def handle(self, conn: Any) -> Any:
         """Serve the connection's request, its head already received."""
         _budget.reset()
+        accesslog.reset_sendfile_bytes()
         head = conn.__dict__.pop("filedock_head", None)
         if head is not None:
             conn.sock.setblocking(True)
