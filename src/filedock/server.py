@@ -20,11 +20,14 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from datetime import datetime
 from functools import partial
 from typing import Any
 
 from gunicorn import util
 from gunicorn.app.base import BaseApplication
+from gunicorn.http import wsgi
+from gunicorn.http.body import LengthReader
 from gunicorn.http2 import negotiation
 from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
 from prometheus_client import multiprocess
@@ -242,10 +245,13 @@ class GuardedSocket(socket.socket):
 
     def setblocking(self, flag: bool) -> None:
         """Blocking means: with the stall timeout."""
-        if flag:
-            self.settimeout(self.seconds)
-        else:
-            super().setblocking(False)
+        self.settimeout(self.seconds if flag else 0.0)
+
+    def settimeout(self, value: float | None) -> None:
+        """socket.settimeout, skipped when nothing changes: each call is an ioctl(), and a
+        request's path sets the same timeout several times."""
+        if value != self.gettimeout():
+            super().settimeout(value)
 
     def recv(self, *args: Any) -> bytes:
         with self._stalls(), self._budgeted():
@@ -298,6 +304,64 @@ class GuardedSocket(socket.socket):
         except TimeoutError:
             detail = f"the client stalled for over {self.seconds:g} s"
             raise ConnectionResetError(errno.ECONNRESET, detail) from None
+
+
+class _Response(wsgi.Response):  # type: ignore[misc]
+    """gunicorn's HTTP/1 response, sending its head with the first bytes of the body (or with
+    the end of a body-less answer) in one write. gunicorn writes them separately: each write
+    releases the GIL, and with 16 threads getting it back is where a small answer's time went."""
+
+    headers_sent: bool
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.head = b""
+        self.direct = False  # the head goes out on its own (before a sendfile)
+
+    def send_headers(self) -> None:
+        """Build the head; keep it for the first write unless it must go out now."""
+        if self.headers_sent:
+            return
+        lines = self.default_headers()
+        lines.extend([f"{name}: {value}\r\n" for name, value in self.headers])
+        lines.append("\r\n")
+        self.head = "".join(lines).encode("latin-1")
+        self.headers_sent = True
+        if self.direct:
+            self.flush_head()
+
+    def flush_head(self) -> None:
+        """Send a head kept back."""
+        head, self.head = self.head, b""
+        if head:
+            self.sock.sendall(head)
+
+    def _emit_body(self, data: bytes) -> None:
+        if self.chunked:
+            data = b"%X\r\n%s\r\n" % (len(data), data)
+        if self.head and len(data) <= COALESCE_BYTES:
+            data, self.head = self.head + data, b""
+        self.flush_head()
+        self.sock.sendall(data)
+
+    def sendfile(self, respiter: Any) -> bool:
+        """gunicorn's sendfile, the head sent first."""
+        self.direct = True
+        self.flush_head()
+        return bool(super().sendfile(respiter))
+
+    def close(self) -> None:
+        """End the answer: the head if still kept back, and the last chunk, in one write."""
+        if not self.headers_sent:
+            self.send_headers()
+        tail = b"0\r\n\r\n" if self.chunked else b""
+        data, self.head = self.head + tail, b""
+        if data:
+            self.sock.sendall(data)
+
+
+# The largest body write sent together with the response head (a copy of both is made).
+COALESCE_BYTES = 256 << 10
 
 
 class _Head:
@@ -364,6 +428,8 @@ class Worker(ThreadWorker):  # type: ignore[misc]
       the limit) are answered in problem+json like the rest of the API, not in HTML. gunicorn
       still decides the status, logs and counts the request."""
 
+    alive: bool
+
     def init_process(self) -> None:
         """Take the timeouts from filedock's settings, then run."""
         settings: Settings = self.app.settings
@@ -373,7 +439,7 @@ class Worker(ThreadWorker):  # type: ignore[misc]
         _BodyBudget.rate = settings.body_min_rate
         self.heads: dict[Any, _Head] = {}
         self.lingering: dict[Any, _Linger] = {}
-        self.next_deadline_check = 0.0
+        self.next_deadline_check = self.next_notify = self.next_parent_check = 0.0
         self.stop_deadline: float | None = None
         self.discard = bytearray(HEAD_READ_BYTES)
         # The longest head gunicorn reads before refusing it itself (414, 431).
@@ -383,6 +449,22 @@ class Worker(ThreadWorker):  # type: ignore[misc]
             + 4
         )
         super().init_process()
+
+    def notify(self) -> None:
+        """Tell the arbiter this worker lives: at most once a second (gunicorn's main loop
+        does it on every turn, a file-time update each, two per request)."""
+        now = time.monotonic()
+        if now >= self.next_notify:
+            self.next_notify = now + 1.0
+            super().notify()
+
+    def is_parent_alive(self) -> bool:
+        """gunicorn's check, at most once a second (it is made on every turn of the loop)."""
+        now = time.monotonic()
+        if now < self.next_parent_check:
+            return True
+        self.next_parent_check = now + 1.0
+        return bool(super().is_parent_alive())
 
     def load_wsgi(self) -> None:
         """Load the app, then keep credentials out of its log lines too."""
@@ -497,6 +579,67 @@ class Worker(ThreadWorker):  # type: ignore[misc]
             conn.init()
             conn.parser.unreader.unread(head)
         return super().handle(conn)
+
+    def handle_request(self, req: Any, conn: Any) -> bool:
+        """gunicorn's handle_request (gthread, HTTP/1), writing through _Response."""
+        environ: dict[str, Any] = {}
+        resp = None
+        try:
+            self.cfg.pre_request(self, req)
+            request_start = datetime.now()
+            resp, environ = wsgi.create(
+                req, conn.sock, conn.client, conn.server, self.cfg, response_class=_Response
+            )
+            environ["wsgi.multithread"] = True
+            self.nr += 1
+            if self.nr >= self.max_requests:
+                if self.alive:
+                    self.log.info("Autorestarting worker after current request.")
+                    self.alive = False
+                resp.force_close()
+            if not self.alive or not self.cfg.keepalive:
+                resp.force_close()
+            elif len(self.keepalived_conns) >= self.max_keepalived:
+                resp.force_close()
+            respiter = self.wsgi(environ, resp.start_response)
+            try:
+                if isinstance(respiter, environ["wsgi.file_wrapper"]):
+                    resp.write_file(respiter)
+                else:
+                    for item in respiter:
+                        resp.write(item)
+                resp.close()
+            finally:
+                self.log.access(resp, req, environ, datetime.now() - request_start)
+                if hasattr(respiter, "close"):
+                    respiter.close()
+            if resp.should_close():
+                return False
+        except OSError:
+            raise
+        except (Exception, SystemExit):
+            if resp and resp.headers_sent:
+                # the answer has begun: a 500 written now would corrupt it
+                self.log.exception("Error handling request")
+                util.close_graceful(conn.sock)
+                raise StopIteration() from None
+            raise
+        finally:
+            try:
+                self.cfg.post_request(self, req, environ, resp)
+            except Exception:
+                self.log.exception("Exception in post_request hook")
+        return True
+
+    def _keepalive_after(self, conn: Any, keepalive: bool) -> bool:
+        """gunicorn's check that the body was read before the connection is kept, skipped
+        when the whole body (often none) was taken off the socket already: it sets the
+        socket's timeout twice, an ioctl() each, for nothing to read."""
+        body = getattr(conn.parser.mesg, "body", None)
+        reader = getattr(body, "reader", None)
+        if keepalive and isinstance(reader, LengthReader) and reader.length == 0:
+            return not getattr(body, "failed", False)
+        return bool(super()._keepalive_after(conn, keepalive))
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         """Let gunicorn write its page to a capture, then send it as a problem."""
