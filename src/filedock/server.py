@@ -450,6 +450,25 @@ class Worker(ThreadWorker):  # type: ignore[misc]
         )
         super().init_process()
 
+    def run(self) -> None:
+        """gunicorn's main loop, the access lines the threads queued written as it turns."""
+        if isinstance(self.log, accesslog.AccessLogger):
+            self.log.batched = True
+        try:
+            super().run()
+        finally:
+            self.flush_access()
+
+    def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        """One turn of the main loop, then the access lines of the requests it finished."""
+        super().wait_for_and_dispatch_events(timeout)
+        self.flush_access()
+
+    def flush_access(self) -> None:
+        """Write the access lines queued by the threads."""
+        if isinstance(self.log, accesslog.AccessLogger):
+            self.log.flush_access()
+
     def notify(self) -> None:
         """Tell the arbiter this worker lives: at most once a second (gunicorn's main loop
         does it on every turn, a file-time update each, two per request)."""
