@@ -11,6 +11,7 @@ is faster, or uses less memory for the RSS rows).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -590,6 +591,43 @@ def w_clients(s: Server, c: Context) -> list[tuple[str, Result]] | None:
     return out
 
 
+def w_slow_clients(s: Server, c: Context) -> list[tuple[str, Result]] | None:
+    """Median time of a JSON GET while 256 connections are open that send nothing, or a
+    request head a byte a second."""
+    if not s.json_get:
+        return None
+    clients: list[socket.socket] = []
+    stop = threading.Event()
+    try:
+        for _ in range(256):
+            clients.append(socket.create_connection(("127.0.0.1", s.port), timeout=30))
+        head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 1000
+
+        def trickle() -> None:
+            for byte in head:
+                for sock in clients[:128]:
+                    with contextlib.suppress(OSError):
+                        sock.sendall(bytes([byte]))
+                if stop.wait(1):
+                    return
+
+        threading.Thread(target=trickle, daemon=True).start()
+        time.sleep(2)  # let the server take them all in
+        seconds = []
+        for _ in range(7):
+            start = time.perf_counter()
+            with urllib.request.urlopen(s.url + s.json_get, timeout=60) as r:
+                r.read()
+            seconds.append(time.perf_counter() - start)
+    finally:
+        stop.set()
+        for sock in clients:
+            sock.close()
+    return [
+        ("JSON GET with 256 slow clients", Result(statistics.median(seconds) * 1000, "ms", False))
+    ]
+
+
 TRANSFERS: list[tuple[str, Callable[[Server, Context], Result | None]]] = [
     ("raw PUT", w_put),
     ("multipart upload", w_multipart),
@@ -602,7 +640,7 @@ SMALL: list[tuple[str, Callable[[Server, Context], Result | None]]] = [
     ("small files, one per request", w_many_per_request),
 ]
 RATES = [w_json, w_json_compat, w_pointer]
-SCALING = [w_doc_sizes, w_listing, w_clients]
+SCALING = [w_doc_sizes, w_listing, w_clients, w_slow_clients]
 
 
 GROUPS = ("transfers", "small", "json", "scaling")
