@@ -11,6 +11,8 @@ is faster, or uses less memory for the RSS rows).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import http.client
 import json
 import os
 import platform
@@ -24,7 +26,10 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,10 +49,19 @@ class Sizes:
     small_count: int
     wrk_seconds: int
     runs: int
+    # cost against work (the "scaling" group): JSON document sizes, objects in a listing,
+    # concurrent upload clients and the small files each of them uploads
+    doc_sizes: tuple[int, ...] = (1 << 10, 100 << 10, 10 << 20)
+    list_counts: tuple[int, ...] = (1_000, 10_000, 100_000)
+    clients: tuple[int, ...] = (1, 4, 16)
+    client_files: int = 32
+    slow_clients_everywhere: bool = True  # else only against filedock (keeps --quick short)
 
 
 FULL = Sizes(big=1 << 30, small=100 << 10, small_count=200, wrk_seconds=10, runs=3)
-QUICK = Sizes(big=16 << 20, small=100 << 10, small_count=20, wrk_seconds=2, runs=1)
+QUICK = Sizes(big=16 << 20, small=100 << 10, small_count=20, wrk_seconds=2, runs=1,
+              doc_sizes=(1 << 10, 100 << 10, 1 << 20), list_counts=(100, 1_000), client_files=4,
+              slow_clients_everywhere=False)  # fmt: skip
 
 
 # -- process helpers -------------------------------------------------------------------------
@@ -490,6 +504,135 @@ def w_pointer(s: Server, c: Context) -> list[tuple[str, Result]] | None:
     ]
 
 
+def size_label(size: int) -> str:
+    return f"{size >> 20} MiB" if size >= MIB else f"{size >> 10} KiB"
+
+
+def json_document(size: int) -> bytes:
+    """A JSON object of about size bytes: short string values, as configuration files have."""
+    count = max(1, size // 40)
+    return json.dumps({f"key{i:08d}": f"value {i:020d}" for i in range(count)}).encode()
+
+
+def w_doc_sizes(s: Server, c: Context) -> list[tuple[str, Result]] | None:
+    """JSON GET req/s for documents of growing size."""
+    if not s.json_get or "labelsFile.json" not in s.json_get:
+        return None
+    out = []
+    for size in c.sizes.doc_sizes:
+        name = f"doc{size}.json"
+        path = s.root(c.work) / name
+        if not path.exists():
+            path.write_bytes(json_document(size))
+        url = s.url + s.json_get.replace("labelsFile.json", name)
+        rps, _, _ = wrk(url, max(1, c.sizes.wrk_seconds // 2))
+        out.append((f"json GET, {size_label(size)} document", Result(rps, "req/s")))
+    return out
+
+
+def w_listing(s: Server, c: Context) -> list[tuple[str, Result]] | None:
+    """Time to list every object under a prefix (1000 a page), by number of objects."""
+    if not s.name.startswith("filedock"):
+        return None
+    out = []
+    for count in c.sizes.list_counts:
+        folder = s.root(c.work) / f"list{count}"
+        if not folder.exists():
+            folder.mkdir()
+            for i in range(count):
+                (folder / f"o{i:07d}").write_bytes(b"x")
+        seconds = []
+        for _ in range(2):  # the first pass also computes the hand-placed files' hashes
+            start, cursor, seen = time.perf_counter(), "", 0
+            while True:
+                query = f"prefix=list{count}/&limit=1000" + (f"&cursor={cursor}" if cursor else "")
+                with urllib.request.urlopen(f"{s.url}/api/v1/files?{query}", timeout=600) as r:
+                    page = json.load(r)
+                seen += len(page["items"])
+                cursor = page.get("next_cursor")
+                if not cursor:
+                    break
+            seconds.append(time.perf_counter() - start)
+            if seen != count:
+                raise RuntimeError(f"listing gave {seen} of {count} objects")
+        out.append((f"listing, {count:,} objects", Result(seconds[-1] * 1000, "ms", False)))
+    return out
+
+
+def w_clients(s: Server, c: Context) -> list[tuple[str, Result]] | None:
+    """Small-file PUTs per second with 1, 4, 16 clients at once (one keep-alive connection
+    each, every file its own request)."""
+    if not s.put:
+        return None
+    body = os.urandom(c.sizes.small)
+    url = urllib.parse.urlsplit(s.url)
+    put = s.put
+
+    def client(n: int, k: int) -> None:
+        conn = http.client.HTTPConnection(url.hostname or "", url.port, timeout=600)
+        try:
+            for i in range(c.sizes.client_files):
+                conn.request("PUT", put(f"c{n}-{k}-{i}.bin"), body=body)
+                response = conn.getresponse()
+                response.read()
+                if response.status // 100 != 2:
+                    raise RuntimeError(f"PUT answered {response.status}")
+        finally:
+            conn.close()
+
+    out = []
+    for n in c.sizes.clients:
+        os.sync()
+        with ThreadPoolExecutor(n) as pool:
+            start = time.perf_counter()
+            for future in [pool.submit(client, n, k) for k in range(n)]:
+                future.result()
+            seconds = time.perf_counter() - start
+        files = n * c.sizes.client_files
+        out.append((f"small-file PUTs, {n} clients", Result(files / seconds, "files/s")))
+    return out
+
+
+def w_slow_clients(s: Server, c: Context) -> list[tuple[str, Result]] | None:
+    """Median time of a JSON GET while 256 connections are open that send nothing, or a
+    request head a byte a second."""
+    if not s.json_get or not (c.sizes.slow_clients_everywhere or s.name == "filedock"):
+        return None
+    clients: list[socket.socket] = []
+    stop = threading.Event()
+    try:
+        for _ in range(256):
+            clients.append(socket.create_connection(("127.0.0.1", s.port), timeout=30))
+        head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 1000
+
+        def trickle() -> None:
+            for byte in head:
+                for sock in clients[:128]:
+                    with contextlib.suppress(OSError):
+                        sock.sendall(bytes([byte]))
+                if stop.wait(1):
+                    return
+
+        threading.Thread(target=trickle, daemon=True).start()
+        time.sleep(2)  # let the server take them all in
+        seconds = []
+        for _ in range(7):
+            start = time.perf_counter()
+            try:
+                with urllib.request.urlopen(s.url + s.json_get, timeout=5) as r:
+                    r.read()
+            except TimeoutError:
+                raise RuntimeError("no answer within 5 s with 256 slow clients") from None
+            seconds.append(time.perf_counter() - start)
+    finally:
+        stop.set()
+        for sock in clients:
+            sock.close()
+    return [
+        ("JSON GET with 256 slow clients", Result(statistics.median(seconds) * 1000, "ms", False))
+    ]
+
+
 TRANSFERS: list[tuple[str, Callable[[Server, Context], Result | None]]] = [
     ("raw PUT", w_put),
     ("multipart upload", w_multipart),
@@ -502,9 +645,10 @@ SMALL: list[tuple[str, Callable[[Server, Context], Result | None]]] = [
     ("small files, one per request", w_many_per_request),
 ]
 RATES = [w_json, w_json_compat, w_pointer]
+SCALING = [w_doc_sizes, w_listing, w_clients, w_slow_clients]
 
 
-GROUPS = ("transfers", "small", "json")
+GROUPS = ("transfers", "small", "json", "scaling")
 FAILURES: list[str] = []
 
 
@@ -551,6 +695,9 @@ def run_server(
                     out.setdefault(label, []).append(result)
             for rate in RATES if "json" in groups else []:
                 for label, result in attempt(s, rate.__name__, rate, c) or []:
+                    out.setdefault(label, []).append(result)
+            for scaling in SCALING if "scaling" in groups else []:
+                for label, result in attempt(s, scaling.__name__, scaling, c) or []:
                     out.setdefault(label, []).append(result)
             for stale in ("big.bin", "mp.bin", "tus.bin"):
                 (root / stale).unlink(missing_ok=True)
@@ -680,6 +827,30 @@ def chart(results: dict[str, dict[str, Result]], names: list[str], path: Path) -
     fig.savefig(path, dpi=110)
 
 
+def scaling_chart(results: dict[str, dict[str, Result]], names: list[str], path: Path) -> None:
+    """Cost against work: one panel per scaling workload, a line per server."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("json GET, ", "document size", "req/s"), ("listing, ", "objects", "ms"),
+              ("small-file PUTs, ", "concurrent clients", "files/s")]  # fmt: skip
+    fig, axes = plt.subplots(1, len(panels), figsize=(15, 4.5))
+    for ax, (prefix, xlabel, unit) in zip(axes, panels, strict=True):
+        for name in names:
+            points = [(label[len(prefix):].rsplit(" ", 1)[0], r.value)
+                      for label, r in results.get(name, {}).items() if label.startswith(prefix)]  # fmt: skip
+            if points:
+                ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(unit)
+        ax.set_title(prefix.rstrip(", "))
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, one run")
@@ -731,6 +902,8 @@ def main() -> None:
     (out.with_suffix(".json")).write_text(json.dumps(
         {n: {lb: [r.value, r.unit] for lb, r in per.items()} for n, per in results.items()}, indent=1))  # fmt: skip
     chart(results, names, out.with_suffix(".png"))
+    if any(label.startswith("listing, ") for per in results.values() for label in per):
+        scaling_chart(results, names, out.with_name(out.stem + "-scaling.png"))
     print(text)
 
 

@@ -46,6 +46,8 @@ class Settings:
     workers: int = field(default_factory=lambda: default_workers())
     threads: int = 16
     client_timeout: int = 60  # seconds a client may stall mid-request before it is dropped
+    header_timeout: int = 30  # seconds a client has to send a request's whole head
+    body_min_rate: int = 500  # bytes/s a body must average after client_timeout s; 0: any
     max_upload_bytes: int = 10 << 30
     max_json_bytes: int = 16 << 20
     # unfinished tus uploads one client (a token, or an anonymous client's address) may have
@@ -62,7 +64,7 @@ class Settings:
     config_file: str = field(default="", metadata={"env": False})
 
     def __post_init__(self) -> None:
-        for name in ("workers", "threads", "client_timeout", "max_open_uploads"):
+        for name in ("workers", "threads", "client_timeout", "header_timeout", "max_open_uploads"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
         for name in ("max_upload_bytes", "max_json_bytes"):
@@ -72,6 +74,8 @@ class Settings:
             raise ConfigError(f"port must be between 0 and 65535, not {self.port}")
         if self.trusted_proxies < 0:
             raise ConfigError(f"trusted_proxies must be 0 or more, not {self.trusted_proxies}")
+        if self.body_min_rate < 0:
+            raise ConfigError(f"body_min_rate must be 0 or more, not {self.body_min_rate}")
         if self.max_open_upload_bytes < 0:
             raise ConfigError("max_open_upload_bytes must be 0 (the default) or more")
 

@@ -6,24 +6,34 @@ import errno
 import html
 import ipaddress
 import json
+import logging
 import os
 import queue
 import re
+import selectors
 import shutil
 import signal
 import socket
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from datetime import datetime
+from functools import partial
 from typing import Any
 
 from gunicorn import util
 from gunicorn.app.base import BaseApplication
-from gunicorn.workers.gthread import ThreadWorker
+from gunicorn.http import wsgi
+from gunicorn.http.body import LengthReader
+from gunicorn.http.unreader import SocketUnreader
+from gunicorn.http2 import negotiation
+from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
 from prometheus_client import multiprocess
 
-from . import tokenstore
+from . import accesslog, tokenstore
 from .app import create_app
 from .config import Settings
 from .errors import problem_body
@@ -123,6 +133,7 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         # answer does (threads queue for the log handler's lock), hence the setting.
         "accesslog": "-" if settings.access_log else None,
         "access_log_format": ACCESS_LOG_FORMAT,
+        "logger_class": f"{accesslog.__name__}.AccessLogger",
         "errorlog": "-",
         "proc_name": "filedock",
     }
@@ -199,37 +210,114 @@ def problem_page(page: bytes) -> bytes:
     return head.encode("latin-1") + body
 
 
+class _BodyBudget(threading.local):
+    """The time the request served on this thread may still take to send its body: after
+    `grace` seconds from its first read, at least `rate` bytes a second on average (as
+    Apache's mod_reqtimeout MinRate). Kept per thread: a gthread thread serves one request
+    at a time, and a socket object cannot carry attributes of its own."""
+
+    grace: float = 60.0
+    rate: int = 0
+    started: float | None = None
+    received: int = 0
+
+    def reset(self) -> None:
+        """A new request starts on this thread."""
+        self.started, self.received = None, 0
+
+    def seconds_left(self) -> float | None:
+        """How long the next read may wait; None: no limit."""
+        if not self.rate:
+            return None
+        now = time.monotonic()
+        if self.started is None:
+            self.started = now
+        return self.started + self.grace + self.received / self.rate - now
+
+
+_budget = _BodyBudget()
+
+
+class _SendfileSource:
+    """A file handed to socket.sendfile, noting where it ends: socket.sendfile seeks the file
+    to the end of what it sent, also when the client breaks off (gunicorn seeks back)."""
+
+    def __init__(self, file: Any, offset: int) -> None:
+        self._file, self.position = file, offset
+
+    def seek(self, position: int, whence: int = os.SEEK_SET) -> int:
+        """Note the position; move the file there too if it can."""
+        self.position = position
+        seek = getattr(self._file, "seek", None)
+        return int(seek(position, whence)) if seek is not None else position
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
+
+
 class GuardedSocket(socket.socket):
     """A client connection that may not stall. In blocking mode (gunicorn's threads read and
     write that way) each read, and each write of a chunk, waits at most `seconds` for the
     client, then fails as a reset connection: what gunicorn and the app already do for a client
-    that left (the request ends, a partial upload is removed, the thread is free again)."""
+    that left (the request ends, a partial upload is removed, the thread is free again). Reads
+    also keep to the thread's body budget (`body_min_rate`)."""
 
     __slots__ = ()
     seconds: float = 60.0
 
     def setblocking(self, flag: bool) -> None:
         """Blocking means: with the stall timeout."""
-        if flag:
-            self.settimeout(self.seconds)
-        else:
-            super().setblocking(False)
+        self.settimeout(self.seconds if flag else 0.0)
+
+    def settimeout(self, value: float | None) -> None:
+        """socket.settimeout, skipped when nothing changes: each call is an ioctl(), and a
+        request's path sets the same timeout several times."""
+        if value != self.gettimeout():
+            super().settimeout(value)
 
     def recv(self, *args: Any) -> bytes:
-        with self._stalls():
-            return super().recv(*args)
+        with self._stalls(), self._budgeted():
+            data = super().recv(*args)
+        _budget.received += len(data)
+        return data
 
     def recv_into(self, *args: Any) -> int:
-        with self._stalls():
-            return super().recv_into(*args)
+        with self._stalls(), self._budgeted():
+            count = super().recv_into(*args)
+        _budget.received += count
+        return count
 
     def sendall(self, *args: Any) -> None:
         with self._stalls():
             super().sendall(*args)
 
-    def sendfile(self, *args: Any, **kwargs: Any) -> int:
-        with self._stalls():
-            return super().sendfile(*args, **kwargs)
+    def sendfile(self, file: Any, offset: int = 0, count: int | None = None) -> int:
+        """socket.sendfile, counting what was sent for the access log even if it fails."""
+        source = _SendfileSource(file, offset)
+        try:
+            with self._stalls():
+                return super().sendfile(source, offset, count)
+        finally:
+            accesslog.add_sendfile_bytes(source.position - offset)
+
+    @contextmanager
+    def _budgeted(self) -> Iterator[None]:
+        timeout = self.gettimeout()
+        left = _budget.seconds_left() if timeout != 0 else None
+        if left is None or (timeout is not None and timeout <= left):
+            yield
+            return
+        if left <= 0:
+            detail = f"the client sent its body slower than {_budget.rate} bytes/s"
+            raise ConnectionResetError(errno.ECONNRESET, detail)
+        self.settimeout(left)
+        try:
+            yield
+        except TimeoutError:
+            detail = f"the client sent its body slower than {_budget.rate} bytes/s"
+            raise ConnectionResetError(errno.ECONNRESET, detail) from None
+        finally:
+            self.settimeout(timeout)
 
     @contextmanager
     def _stalls(self) -> Iterator[None]:
@@ -240,27 +328,390 @@ class GuardedSocket(socket.socket):
             raise ConnectionResetError(errno.ECONNRESET, detail) from None
 
 
-class Worker(ThreadWorker):  # type: ignore[misc]
-    """gunicorn's threaded worker, with two changes.
+class _Response(wsgi.Response):  # type: ignore[misc]
+    """gunicorn's HTTP/1 response, sending its head with the first bytes of the body (or with
+    the end of a body-less answer) in one write. gunicorn writes them separately: each write
+    releases the GIL, and with 16 threads getting it back is where a small answer's time went."""
 
-    - A client may not hold a thread by stalling: gunicorn only bounds the wait for a new
-      connection's first bytes; here every read and write of a request is bounded by
-      `client_timeout` (GuardedSocket). Without it, `threads` clients that send half a request,
-      or never read a download, leave the worker unable to answer anyone.
+    headers_sent: bool
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.head = b""
+        self.direct = False  # the head goes out on its own (before a sendfile)
+
+    def send_headers(self) -> None:
+        """Build the head; keep it for the first write unless it must go out now."""
+        if self.headers_sent:
+            return
+        lines = self.default_headers()
+        lines.extend([f"{name}: {value}\r\n" for name, value in self.headers])
+        lines.append("\r\n")
+        self.head = "".join(lines).encode("latin-1")
+        self.headers_sent = True
+        if self.direct:
+            self.flush_head()
+
+    def flush_head(self) -> None:
+        """Send a head kept back."""
+        head, self.head = self.head, b""
+        if head:
+            self.sock.sendall(head)
+
+    def _emit_body(self, data: bytes) -> None:
+        if self.chunked:
+            data = b"%X\r\n%s\r\n" % (len(data), data)
+        if self.head and len(data) <= COALESCE_BYTES:
+            data, self.head = self.head + data, b""
+        self.flush_head()
+        self.sock.sendall(data)
+
+    def sendfile(self, respiter: Any) -> bool:
+        """gunicorn's sendfile, the head sent first."""
+        self.direct = True
+        self.flush_head()
+        return bool(super().sendfile(respiter))
+
+    def close(self) -> None:
+        """End the answer: the head if still kept back, and the last chunk, in one write."""
+        if not self.headers_sent:
+            self.send_headers()
+        tail = b"0\r\n\r\n" if self.chunked else b""
+        data, self.head = self.head + tail, b""
+        if data:
+            self.sock.sendall(data)
+
+
+# The largest body write sent together with the response head (a copy of both is made).
+COALESCE_BYTES = 256 << 10
+
+
+class _BodyUnreader(SocketUnreader):  # type: ignore[misc]
+    """gunicorn's socket reader, but a large read with nothing buffered goes straight to the
+    socket for just that much. gunicorn reads up to 1 MiB ahead into a BytesIO and copies what
+    remains on every read: an upload read 256 KiB at a time was copied four or five times."""
+
+    def read(self, size: int | None = None, read_ahead: int | None = None) -> bytes:
+        """size bytes (fewer at the end of the stream)."""
+        if size is None or size < DIRECT_READ_BYTES:
+            return bytes(super().read(size, read_ahead))
+        self.buf.seek(0, os.SEEK_END)
+        if self.buf.tell():
+            return bytes(super().read(size, read_ahead))
+        first = self.sock.recv(size)
+        if len(first) == size or not first:
+            return bytes(first)
+        parts, got = [first], len(first)
+        while got < size:
+            more = self.sock.recv(size - got)
+            if not more:
+                break
+            parts.append(more)
+            got += len(more)
+        return b"".join(parts)
+
+
+# Reads of a request body at least this large skip gunicorn's read-ahead buffer.
+DIRECT_READ_BYTES = 64 << 10
+
+
+class _Head:
+    """A request head being received by the worker's main loop. Each read is looked at once
+    (a head sent a byte at a time must not cost its length squared)."""
+
+    __slots__ = ("data", "deadline", "stall_deadline", "complete", "line_ended")
+
+    def __init__(self, deadline: float, stall_deadline: float) -> None:
+        self.data = bytearray()
+        self.deadline, self.stall_deadline = deadline, stall_deadline
+        self.complete = self.line_ended = False
+
+    def add(self, data: bytes, max_line: int, max_head: int) -> None:
+        """Append data; complete once the head has ended, or has gone so wrong that gunicorn
+        can refuse it already (a bare LF, a line or a head over its limits)."""
+        start = len(self.data)
+        self.data += data
+        view = self.data
+        if view.find(b"\r\n\r\n", max(0, start - 3)) >= 0 or len(view) > max_head:
+            self.complete = True
+        elif view.count(b"\n", start) != view.count(b"\r\n", max(0, start - 1)):
+            self.complete = True
+        if not self.line_ended:
+            self.line_ended = view.find(b"\r\n", max(0, start - 1)) >= 0
+            self.complete = self.complete or (not self.line_ended and len(view) > max_line)
+
+
+class _Linger:
+    """A closing connection whose client may still be sending: read and dropped until it
+    closes, or until LINGER_SECONDS or LINGER_BYTES, so the answer is not lost to a reset."""
+
+    __slots__ = ("deadline", "left")
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline, self.left = deadline, LINGER_BYTES
+
+
+# How long, and how much, a closing connection is read from after the answer (nginx's
+# lingering close reads for up to lingering_time, 30 s, waiting lingering_timeout, 5 s).
+LINGER_SECONDS = 5.0
+LINGER_BYTES = 64 << 20
+# One non-blocking read of a request head (or of what a lingering client still sends).
+HEAD_READ_BYTES = 64 << 10
+# How often the main loop looks for connections past their deadlines.
+DEADLINE_CHECK_SECONDS = 0.25
+
+
+class Worker(ThreadWorker):  # type: ignore[misc]
+    """gunicorn's threaded worker, with these changes.
+
+    - A thread is only given a connection whose request head has arrived whole: the main
+      loop receives heads without blocking, alongside the kept-alive connections it already
+      watches, so clients that send their headers slowly, or nothing, hold no thread. A head
+      must arrive within `header_timeout` and never stall for `client_timeout`.
+    - A client may not hold a thread by stalling: every read and write of a request is
+      bounded by `client_timeout` (GuardedSocket), and a body must keep `body_min_rate`.
+      Without it, `threads` clients that send half a request, or never read a download,
+      leave the worker unable to answer anyone.
+    - A connection is closed gracefully, in the main loop: the answer is sent, then what the
+      client still sends is read and dropped for a while (LINGER_SECONDS), so a client
+      uploading a body the server refused receives the answer instead of a reset.
     - The requests gunicorn refuses itself (a malformed request line or header, a line over
       the limit) are answered in problem+json like the rest of the API, not in HTML. gunicorn
       still decides the status, logs and counts the request."""
 
+    alive: bool
+
     def init_process(self) -> None:
-        """Take the stall timeout from filedock's settings, then run."""
-        GuardedSocket.seconds = self.app.settings.client_timeout
+        """Take the timeouts from filedock's settings, then run."""
+        settings: Settings = self.app.settings
+        GuardedSocket.seconds = settings.client_timeout
+        self.header_timeout = settings.header_timeout
+        _BodyBudget.grace = settings.client_timeout
+        _BodyBudget.rate = settings.body_min_rate
+        self.heads: dict[Any, _Head] = {}
+        self.lingering: dict[Any, _Linger] = {}
+        self.next_deadline_check = self.next_notify = self.next_parent_check = 0.0
+        self.stop_deadline: float | None = None
+        self.discard = bytearray(HEAD_READ_BYTES)
+        # The longest head gunicorn reads before refusing it itself (414, 431).
+        self.max_head = (
+            self.cfg.limit_request_line
+            + self.cfg.limit_request_fields * (self.cfg.limit_request_field_size + 2)
+            + 4
+        )
         super().init_process()
 
+    def run(self) -> None:
+        """gunicorn's main loop, the access lines the threads queued written as it turns."""
+        if isinstance(self.log, accesslog.AccessLogger):
+            self.log.batched = True
+        try:
+            super().run()
+        finally:
+            self.flush_access()
+
+    def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        """One turn of the main loop, then the access lines of the requests it finished."""
+        super().wait_for_and_dispatch_events(timeout)
+        self.flush_access()
+
+    def flush_access(self) -> None:
+        """Write the access lines queued by the threads."""
+        if isinstance(self.log, accesslog.AccessLogger):
+            self.log.flush_access()
+
+    def notify(self) -> None:
+        """Tell the arbiter this worker lives: at most once a second (gunicorn's main loop
+        does it on every turn, a file-time update each, two per request)."""
+        now = time.monotonic()
+        if now >= self.next_notify:
+            self.next_notify = now + 1.0
+            super().notify()
+
+    def is_parent_alive(self) -> bool:
+        """gunicorn's check, at most once a second (it is made on every turn of the loop)."""
+        now = time.monotonic()
+        if now < self.next_parent_check:
+            return True
+        self.next_parent_check = now + 1.0
+        return bool(super().is_parent_alive())
+
+    def load_wsgi(self) -> None:
+        """Load the app, then keep credentials out of its log lines too."""
+        super().load_wsgi()
+        accesslog.redact_handlers(logging.getLogger("filedock"))
+
+    # -- receiving request heads in the main loop --------------------------------------------
+
+    def accept(self, listener: Any) -> None:
+        """Accept a connection and start receiving its request head."""
+        try:
+            sock, client = listener.accept()
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                raise
+            return
+        self.nr_conns += 1
+        if type(sock) is socket.socket:
+            sock.__class__ = GuardedSocket
+        self.enqueue_req(TConn(self.cfg, sock, client, listener.getsockname()))
+
+    def enqueue_req(self, conn: Any) -> None:
+        """Hand conn to a thread once its request head is complete; until then the main loop
+        receives it. (gunicorn calls this for new, kept-alive and pipelining connections.)"""
+        if self.cfg.is_ssl or negotiation.prior_knowledge_allowed(self.cfg, conn.client):
+            super().enqueue_req(conn)  # TLS and HTTP/2 start in a thread, as in gunicorn
+            return
+        buffered = conn.parser.unreader.take_buffered() if conn.parser is not None else b""
+        now = time.monotonic()
+        conn.sock.setblocking(False)
+        head = _Head(now + self.header_timeout, now + GuardedSocket.seconds)
+        self.heads[conn] = head
+        if buffered:
+            head.add(buffered, self.cfg.limit_request_line, self.max_head)
+        if head.complete:
+            self.dispatch(conn)
+        else:
+            self.receive_head(conn, registered=False)
+
+    def receive_head(self, conn: Any, registered: bool = True) -> None:
+        """Read what has arrived of conn's head (the socket is non-blocking)."""
+        head = self.heads[conn]
+        try:
+            data = socket.socket.recv(conn.sock, HEAD_READ_BYTES)  # no stall timeout here
+        except (BlockingIOError, InterruptedError):
+            if not registered:
+                self.poller.register(
+                    conn.sock, selectors.EVENT_READ, partial(self.on_head_readable, conn)
+                )
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.drop_head(conn, registered)
+            return
+        head.add(data, self.cfg.limit_request_line, self.max_head)
+        head.stall_deadline = time.monotonic() + GuardedSocket.seconds
+        if head.complete:
+            if registered:
+                self.poller.unregister(conn.sock)
+            self.dispatch(conn)
+        elif not registered:
+            self.poller.register(
+                conn.sock, selectors.EVENT_READ, partial(self.on_head_readable, conn)
+            )
+
+    def on_head_readable(self, conn: Any, sock: Any) -> None:
+        """Poller callback: more of conn's head has arrived."""
+        self.receive_head(conn)
+
+    def dispatch(self, conn: Any) -> None:
+        """The head is here: give the connection to a thread."""
+        conn.filedock_head = bytes(self.heads.pop(conn).data)
+        super().enqueue_req(conn)
+
+    def drop_head(self, conn: Any, registered: bool) -> None:
+        """Close a connection whose head never came."""
+        del self.heads[conn]
+        if registered:
+            with suppress(KeyError, ValueError, OSError):
+                self.poller.unregister(conn.sock)
+        self.nr_conns -= 1
+        conn.close()
+
+    def murder_pending(self) -> None:
+        """Also close heads past their deadlines and end lingering closes that are done."""
+        super().murder_pending()
+        now = time.monotonic()
+        if now < self.next_deadline_check and self.alive:
+            return
+        self.next_deadline_check = now + DEADLINE_CHECK_SECONDS
+        if not self.alive and self.stop_deadline is None:
+            self.stop_deadline = now + STOP_KEEPALIVE_LINGER
+        for conn, head in list(self.heads.items()):
+            if not self.alive and not head.data:
+                self.drop_head(conn, registered=True)  # stopping: no request has begun
+            elif min(head.deadline, head.stall_deadline, self.stop_deadline or now + 1) <= now:
+                self.drop_head(conn, registered=True)
+        for conn, linger in list(self.lingering.items()):
+            if linger.deadline <= now:
+                self.end_linger(conn)
+
+    # -- serving a request in a thread -----------------------------------------------------
+
     def handle(self, conn: Any) -> Any:
-        """Serve a connection through a GuardedSocket."""
-        if type(conn.sock) is socket.socket:
-            conn.sock.__class__ = GuardedSocket
+        """Serve the connection's request, its head already received."""
+        _budget.reset()
+        accesslog.reset_sendfile_bytes()
+        head = conn.__dict__.pop("filedock_head", None)
+        if head is not None:
+            conn.sock.setblocking(True)
+            conn.init()
+            if type(conn.parser.unreader) is SocketUnreader:
+                conn.parser.unreader.__class__ = _BodyUnreader
+            conn.parser.unreader.unread(head)
         return super().handle(conn)
+
+    def handle_request(self, req: Any, conn: Any) -> bool:
+        """gunicorn's handle_request (gthread, HTTP/1), writing through _Response."""
+        environ: dict[str, Any] = {}
+        resp = None
+        try:
+            self.cfg.pre_request(self, req)
+            request_start = datetime.now()
+            resp, environ = wsgi.create(
+                req, conn.sock, conn.client, conn.server, self.cfg, response_class=_Response
+            )
+            environ["wsgi.multithread"] = True
+            self.nr += 1
+            if self.nr >= self.max_requests:
+                if self.alive:
+                    self.log.info("Autorestarting worker after current request.")
+                    self.alive = False
+                resp.force_close()
+            if not self.alive or not self.cfg.keepalive:
+                resp.force_close()
+            elif len(self.keepalived_conns) >= self.max_keepalived:
+                resp.force_close()
+            respiter = self.wsgi(environ, resp.start_response)
+            try:
+                if isinstance(respiter, environ["wsgi.file_wrapper"]):
+                    resp.write_file(respiter)
+                else:
+                    for item in respiter:
+                        resp.write(item)
+                resp.close()
+            finally:
+                self.log.access(resp, req, environ, datetime.now() - request_start)
+                if hasattr(respiter, "close"):
+                    respiter.close()
+            if resp.should_close():
+                return False
+        except OSError:
+            raise
+        except (Exception, SystemExit):
+            if resp and resp.headers_sent:
+                # the answer has begun: a 500 written now would corrupt it
+                self.log.exception("Error handling request")
+                util.close_graceful(conn.sock)
+                raise StopIteration() from None
+            raise
+        finally:
+            try:
+                self.cfg.post_request(self, req, environ, resp)
+            except Exception:
+                self.log.exception("Exception in post_request hook")
+        return True
+
+    def _keepalive_after(self, conn: Any, keepalive: bool) -> bool:
+        """gunicorn's check that the body was read before the connection is kept, skipped
+        when the whole body (often none) was taken off the socket already: it sets the
+        socket's timeout twice, an ioctl() each, for nothing to read."""
+        body = getattr(conn.parser.mesg, "body", None)
+        reader = getattr(body, "reader", None)
+        if keepalive and isinstance(reader, LengthReader) and reader.length == 0:
+            return not getattr(body, "failed", False)
+        return bool(super()._keepalive_after(conn, keepalive))
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         """Let gunicorn write its page to a capture, then send it as a problem."""
@@ -269,6 +720,65 @@ class Worker(ThreadWorker):  # type: ignore[misc]
         if capture.data:
             with suppress(OSError):
                 util.write_nonblock(client, problem_page(capture.data))
+
+    # -- closing gracefully ------------------------------------------------------------------
+
+    def finish_request(self, conn: Any, fs: Any) -> None:
+        """As gunicorn, but a connection to close lingers in the main loop."""
+        try:
+            keep = fs.result() if not fs.cancelled() else False
+        except Exception:
+            keep = False
+        if keep is False or keep is None:
+            self.linger(conn)
+        else:
+            super().finish_request(conn, fs)
+
+    def linger(self, conn: Any) -> None:
+        """Send FIN after the answer, then drop what the client still sends until it closes
+        (gunicorn's own graceful close blocks the main loop for it, for at most 64 KiB)."""
+        try:
+            conn.sock.setblocking(False)
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.nr_conns -= 1
+            conn.close()
+            return
+        self.lingering[conn] = _Linger(time.monotonic() + LINGER_SECONDS)
+        if not self.drain(conn):
+            self.poller.register(
+                conn.sock, selectors.EVENT_READ, partial(self.on_linger_readable, conn)
+            )
+
+    def drain(self, conn: Any) -> bool:
+        """Read and drop what has arrived; True once the connection is closed."""
+        linger = self.lingering[conn]
+        while True:
+            try:
+                count = socket.socket.recv_into(conn.sock, self.discard)
+            except (BlockingIOError, InterruptedError):
+                return False
+            except OSError:
+                count = 0
+            linger.left -= count
+            if count == 0 or linger.left <= 0:
+                self.end_linger(conn, registered=False)
+                return True
+
+    def on_linger_readable(self, conn: Any, sock: Any) -> None:
+        """Poller callback: a lingering client sent more, or closed."""
+        if self.drain(conn):
+            with suppress(KeyError, ValueError, OSError):
+                self.poller.unregister(sock)
+
+    def end_linger(self, conn: Any, registered: bool = True) -> None:
+        """Close a lingering connection for good."""
+        del self.lingering[conn]
+        if registered:
+            with suppress(KeyError, ValueError, OSError):
+                self.poller.unregister(conn.sock)
+        self.nr_conns -= 1
+        util.close(conn.sock)
 
 
 class Server(BaseApplication):  # type: ignore[misc]
