@@ -9,21 +9,18 @@ Every way in (PUT, multipart forms, /uploadFiles, tus) goes through choose_type(
 
 from __future__ import annotations
 
-import mimetypes
 import re
 
 from werkzeug.http import parse_options_header
 
-OCTET_STREAM = "application/octet-stream"
+from .storage import guess_type
+from .storage.base import OCTET_STREAM
+
+__all__ = ["MEDIA_TYPE", "OCTET_STREAM", "choose_type", "declared_type", "guess_type"]
 # One type/subtype of RFC 9110 token characters: a list ("text/plain, text/html", read by
 # browsers as its last valid type) or control characters make no media type.
 MEDIA_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]{1,127}/[A-Za-z0-9!#$&^_.+-]{1,127}")
 MAX_CHARSET_CHARS = 40
-
-
-def guess_type(path: str) -> str:
-    """The media type a path's extension suggests; application/octet-stream if none."""
-    return mimetypes.guess_type(path, strict=False)[0] or OCTET_STREAM
 
 
 def declared_type(value: str | None) -> str:

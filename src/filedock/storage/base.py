@@ -331,9 +331,13 @@ def guess_type(key: str) -> str:
 
 
 def copy_hashed(
-    src: BinaryIO, write: Callable[[bytes], object], max_bytes: int | None
+    src: BinaryIO,
+    write: Callable[[bytes], object],
+    max_bytes: int | None,
+    progress: Callable[[int], object] | None = None,
 ) -> tuple[str, int]:
-    """Copy src to write() in one pass, hashing as it goes; TooLarge past max_bytes."""
+    """Copy src to write() in one pass, hashing as it goes; TooLarge past max_bytes.
+    progress(bytes written so far) is called after each chunk."""
     digest = hashlib.sha256()
     size = 0
     read, update = src.read, digest.update
@@ -346,6 +350,8 @@ def copy_hashed(
             raise TooLarge(f"the body is larger than {max_bytes} bytes")
         update(chunk)
         write(chunk)
+        if progress is not None:
+            progress(size)
     return digest.hexdigest(), size
 
 

@@ -39,6 +39,7 @@ from .base import (
     check_record_expect,
     check_record_name,
     check_upload_id,
+    copy_hashed,
     guess_type,
 )
 from .locks import FileLocker
@@ -253,7 +254,7 @@ class LocalStorage:
             batch = self._batch()
             with _enospc(), open(path, "xb") as f:
                 writeback = Writeback(f.fileno())
-                sha256, size = _copy(data, f, max_bytes, writeback)
+                sha256, size = copy_hashed(data, f.write, max_bytes, writeback.wrote)
                 f.flush()
                 if batch is None:
                     os.fsync(f.fileno())
@@ -724,27 +725,6 @@ def _move_time_on(path: str, staging: str) -> None:
     st = os.stat(staging)
     if st.st_mtime_ns <= previous:
         os.utime(staging, ns=(st.st_atime_ns, previous + 1))
-
-
-def _copy(
-    src: BinaryIO, dst: BinaryIO, max_bytes: int | None, writeback: Writeback | None = None
-) -> tuple[str, int]:
-    """Copy src to dst in one pass, hashing as it goes; TooLarge past max_bytes."""
-    digest = hashlib.sha256()
-    size = 0
-    read, update, write = src.read, digest.update, dst.write
-    while True:
-        chunk = read(CHUNK_BYTES)
-        if not chunk:
-            break
-        size += len(chunk)
-        if max_bytes is not None and size > max_bytes:
-            raise TooLarge(f"the body is larger than {max_bytes} bytes")
-        update(chunk)
-        write(chunk)
-        if writeback is not None:
-            writeback.wrote(size)
-    return digest.hexdigest(), size
 
 
 def _load_sync_file_range() -> Any:
