@@ -1,5 +1,6 @@
 """Soak: a mixed load through nginx on three filedock instances sharing one store, while one
-instance is restarted every minute (make soak; SOAK_SECONDS=300 by default).
+instance is restarted every minute (make soak; SOAK_SECONDS=300 by default). The store is a
+folder, or with --store s3 (make soak SOAK_STORE=s3) a bucket of a SeaweedFS started here.
 
 Clients upload files (PUT), download them again, increment a JSON counter (JSON Patch with a
 test), and upload through tus (tuspy). The restarts alternate between a graceful one (SIGTERM)
@@ -34,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.cluster import Cluster, process_tree  # noqa: E402
+from tests.seaweed import Seaweed  # noqa: E402
 
 RETRY_STATUSES = {502, 503, 504}
 RETRIES = 8
@@ -217,14 +219,25 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=6)
     parser.add_argument("--restart-every", type=float, default=60)
     parser.add_argument("--json", help="also write the report here")
+    parser.add_argument(
+        "--store",
+        choices=("local", "s3"),
+        default="local",
+        help="one store folder, or a bucket of a SeaweedFS started for the run",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="filedock-soak-") as folder:
-        cluster = Cluster(Path(folder)).start()
+        seaweed = Seaweed(Path(folder) / "seaweed").start() if args.store == "s3" else None
         try:
-            report = soak(cluster, args)
+            cluster = Cluster(Path(folder) / "cluster", seaweed=seaweed).start()
+            try:
+                report = soak(cluster, args)
+            finally:
+                cluster.stop()
         finally:
-            cluster.stop()
+            if seaweed is not None:
+                seaweed.stop()
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:
@@ -267,6 +280,7 @@ def soak(cluster: Cluster, args: argparse.Namespace) -> dict[str, object]:
     lost = int(checked["files_lost"]) + int(checked["increments_lost"])  # type: ignore[call-overload]
     return {
         "seconds": round(elapsed),
+        "store": cluster.kind,
         "instances": len(cluster.instances),
         "clients": args.clients,
         "restarts": restarts,
