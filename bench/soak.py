@@ -39,6 +39,9 @@ from tests.seaweed import Seaweed  # noqa: E402
 
 RETRY_STATUSES = {502, 503, 504}
 RETRIES = 8
+# A chunk is retried for 12 s, as tus-js-client's default delays (9 s) nearly do: an instance
+# killed in the middle of a chunk leaves its lease on the upload (8 s on S3, storage/locks.py).
+TUS_RETRIES = 24
 COUNTER = "/api/v1/json/soak/counter.json"
 
 
@@ -153,7 +156,7 @@ class Client:
             self.cluster.url + "/api/v1/uploads", headers=self.cluster.headers
         ).uploader(
             file_stream=io.BytesIO(data), chunk_size=256 << 10, metadata={"path": path},
-            retries=RETRIES, retry_delay=0.5,
+            retries=TUS_RETRIES, retry_delay=0.5,
         )  # fmt: skip
         attempts = 0
         while True:
