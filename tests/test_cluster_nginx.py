@@ -204,6 +204,12 @@ def test_an_instance_killed_while_it_writes_a_chunk(cluster: Cluster) -> None:
         return False
 
     wait_for(holding, 30)
+    if cluster.seaweed is not None:  # what holds it is a lease in the bucket, not a host's lock
+        bucket, _, prefix = cluster.store.removeprefix("s3://").partition("/")
+        leases = cluster.seaweed.client().list_objects_v2(
+            Bucket=bucket, Prefix=f"{prefix}/.filedock/records/leases/"
+        )
+        assert leases.get("KeyCount") == 1
     cluster.kill(0)
     held[0].close()
     with io.BytesIO(data) as f:
