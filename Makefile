@@ -82,9 +82,11 @@ bench-memory: $(STAMP)
 
 # make soak: a mixed load through nginx on three instances of one store, one restarted every
 # minute; reports requests, errors, acknowledged writes lost (must be 0) and memory. Not in CI.
+# SOAK_STORE=s3: the instances share a bucket of a SeaweedFS started for the run instead.
 SOAK_SECONDS ?= 300
+SOAK_STORE ?= local
 soak: $(STAMP) test-tools
-	$(BIN)/python bench/soak.py --seconds $(SOAK_SECONDS) $(SOAK_ARGS)
+	$(BIN)/python bench/soak.py --seconds $(SOAK_SECONDS) --store $(SOAK_STORE) $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

@@ -1,5 +1,6 @@
 """Soak: a mixed load through nginx on three filedock instances sharing one store, while one
-instance is restarted every minute (make soak; SOAK_SECONDS=300 by default).
+instance is restarted every minute (make soak; SOAK_SECONDS=300 by default). The store is a
+folder, or with --store s3 (make soak SOAK_STORE=s3) a bucket of a SeaweedFS started here.
 
 Clients upload files (PUT), download them again, increment a JSON counter (JSON Patch with a
 test), and upload through tus (tuspy). The restarts alternate between a graceful one (SIGTERM)
@@ -34,9 +35,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.cluster import Cluster, process_tree  # noqa: E402
+from tests.seaweed import Seaweed  # noqa: E402
 
 RETRY_STATUSES = {502, 503, 504}
 RETRIES = 8
+# A chunk is retried for 12 s, as tus-js-client's default delays (9 s) nearly do: an instance
+# killed in the middle of a chunk leaves its lease on the upload (8 s on S3, storage/locks.py).
+TUS_RETRIES = 24
 COUNTER = "/api/v1/json/soak/counter.json"
 
 
@@ -151,7 +156,7 @@ class Client:
             self.cluster.url + "/api/v1/uploads", headers=self.cluster.headers
         ).uploader(
             file_stream=io.BytesIO(data), chunk_size=256 << 10, metadata={"path": path},
-            retries=RETRIES, retry_delay=0.5,
+            retries=TUS_RETRIES, retry_delay=0.5,
         )  # fmt: skip
         attempts = 0
         while True:
@@ -217,14 +222,25 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=6)
     parser.add_argument("--restart-every", type=float, default=60)
     parser.add_argument("--json", help="also write the report here")
+    parser.add_argument(
+        "--store",
+        choices=("local", "s3"),
+        default="local",
+        help="one store folder, or a bucket of a SeaweedFS started for the run",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="filedock-soak-") as folder:
-        cluster = Cluster(Path(folder)).start()
+        seaweed = Seaweed(Path(folder) / "seaweed").start() if args.store == "s3" else None
         try:
-            report = soak(cluster, args)
+            cluster = Cluster(Path(folder) / "cluster", seaweed=seaweed).start()
+            try:
+                report = soak(cluster, args)
+            finally:
+                cluster.stop()
         finally:
-            cluster.stop()
+            if seaweed is not None:
+                seaweed.stop()
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:
@@ -267,6 +283,7 @@ def soak(cluster: Cluster, args: argparse.Namespace) -> dict[str, object]:
     lost = int(checked["files_lost"]) + int(checked["increments_lost"])  # type: ignore[call-overload]
     return {
         "seconds": round(elapsed),
+        "store": cluster.kind,
         "instances": len(cluster.instances),
         "clients": args.clients,
         "restarts": restarts,

@@ -1,5 +1,8 @@
 """Several `filedock serve` instances on one store behind a real nginx running the shipped
-deploy/nginx.conf, all on loopback: for the tests and for the soak run (bench/soak.py)."""
+deploy/nginx.conf, all on loopback: for the tests and for the soak run (bench/soak.py).
+
+The store is a folder, or (given a running SeaweedFS) a fresh prefix of an S3 bucket: then
+the instances share nothing but the bucket, as on several machines."""
 
 from __future__ import annotations
 
@@ -9,8 +12,10 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +23,8 @@ import requests
 from click.testing import CliRunner
 
 from filedock.cli import main
-from tests.conftest import LiveServer, start_server
+from tests.conftest import SRC, LiveServer, start_server
+from tests.seaweed import BUCKET, Seaweed
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 LISTEN_PLACEHOLDER = re.compile(r"^(\s*)listen 8080;.*$", re.MULTILINE)
@@ -41,13 +47,26 @@ def nginx_config(port: int) -> str:
     return filled
 
 
-def create_store_token(store: Path, scopes: str, name: str) -> str:
-    """`filedock token create --store STORE`: the new token."""
+def create_store_token(
+    store: Path | str, scopes: str, name: str, env: dict[str, str] | None = None
+) -> str:
+    """`filedock token create --store STORE` (with env: the S3 endpoint and credentials):
+    the new token."""
     result = CliRunner().invoke(
-        main, ["token", "create", "--store", str(store), "--scope", scopes, "--name", name]
+        main,
+        ["token", "create", "--store", str(store), "--scope", scopes, "--name", name],
+        env=env,
     )
     assert result.exit_code == 0, result.output
     return result.stdout.strip()
+
+
+def revoke_store_token(store: Path | str, name: str, env: dict[str, str] | None = None) -> None:
+    """`filedock token revoke --store` as its own process, as an operator would run it."""
+    subprocess.run(
+        [sys.executable, "-m", "filedock", "token", "revoke", "--store", str(store), name],
+        check=True, capture_output=True, timeout=60, env={"PYTHONPATH": SRC, **(env or {})},
+    )  # fmt: skip
 
 
 def process_tree(pid: int) -> list[int]:
@@ -61,13 +80,18 @@ def process_tree(pid: int) -> list[int]:
 
 @dataclass
 class Cluster:
-    """N instances sharing one store folder and one config (secret_key, trusted_proxies),
-    and nginx in front of them."""
+    """N instances sharing one store and one config (trusted_proxies, and secret_key on a
+    folder), and nginx in front of them.
+
+    With seaweed, the store is s3://BUCKET/<fresh prefix> on it, and the config has no
+    secret_key: signed links use the key the first instance keeps in the bucket."""
 
     root: Path
     size: int = 3
     workers: int = 2
-    store: Path = field(init=False)
+    seaweed: Seaweed | None = None
+    store: str = field(init=False)
+    env: dict[str, str] = field(init=False)  # what a process needs to reach the store
     config: Path = field(init=False)
     ports: list[int] = field(default_factory=list)
     instances: list[LiveServer] = field(default_factory=list)
@@ -78,14 +102,26 @@ class Cluster:
     _reader: threading.Thread | None = None
 
     def __post_init__(self) -> None:
-        self.store = self.root / "store"
-        self.store.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True)
         self.config = self.root / "filedock.toml"
-        self.config.write_text(f'secret_key = "{SECRET_KEY}"\ntrusted_proxies = 1\n')
+        if self.seaweed is None:
+            folder = self.root / "store"
+            folder.mkdir(exist_ok=True)
+            self.store, self.env = str(folder), {}
+            self.config.write_text(f'secret_key = "{SECRET_KEY}"\ntrusted_proxies = 1\n')
+        else:
+            self.store = f"s3://{BUCKET}/cluster-{uuid.uuid4().hex[:12]}"
+            self.env = self.seaweed.env | {"FILEDOCK_S3_ENDPOINT": self.seaweed.endpoint}
+            self.config.write_text("trusted_proxies = 1\n")
+
+    @property
+    def kind(self) -> str:
+        """ "s3" or "local"."""
+        return "local" if self.seaweed is None else "s3"
 
     def start(self) -> Cluster:
         """Start the instances, then nginx; return once nginx answers."""
-        self.token = create_store_token(self.store, "admin", "cluster-admin")
+        self.token = create_store_token(self.store, "admin", "cluster-admin", self.env)
         self.ports = [free_port() for _ in range(self.size)]
         self.instances = [self._serve(port) for port in self.ports]
         self._start_nginx()
@@ -93,8 +129,8 @@ class Cluster:
 
     def _serve(self, port: int) -> LiveServer:
         return start_server(
-            "--store", str(self.store), "--port", str(port), "--config", str(self.config),
-            "--workers", str(self.workers),
+            "--store", self.store, "--port", str(port), "--config", str(self.config),
+            "--workers", str(self.workers), env=self.env,
         )  # fmt: skip
 
     def _start_nginx(self) -> None:
@@ -172,5 +208,8 @@ class Cluster:
             if self._reader is not None:
                 self._reader.join(10)
             self.nginx.stdout.close()
+        for server in self.instances:  # all at once: each waits for its own workers
+            if server.process.poll() is None:
+                server.process.terminate()
         for server in self.instances:
             server.stop()

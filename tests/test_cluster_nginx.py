@@ -1,32 +1,49 @@
-"""Three `filedock serve` instances sharing one store folder, behind a real nginx running the
-shipped deploy/nginx.conf: uploads continue across instances and survive one being killed, no
-JSON update is lost, and tokens and signed links hold on every instance."""
+"""Three `filedock serve` instances sharing one store, behind a real nginx running the shipped
+deploy/nginx.conf: uploads continue across instances and survive one being killed, no JSON
+update is lost, and tokens and signed links hold on every instance. Each of those runs on a
+store folder and on an S3 bucket (a real SeaweedFS), where the instances share nothing else."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import io
 import re
+import select
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
 from tusclient import client as tus
 
-from tests.cluster import Cluster, create_store_token
-from tests.conftest import SRC, LiveServer, wait_for
+from tests.cluster import Cluster, create_store_token, revoke_store_token
+from tests.conftest import LiveServer, wait_for
 
 MIB = 1 << 20
 REVOCATION_SECONDS = 10
+# tuspy retries a chunk this often, this far apart (the test's client; tus-js-client's own
+# defaults wait 0, 1, 3 and 5 s): time enough for a dead instance's lease on the upload to
+# run out (storage/locks.py), not for one that lasted a minute.
+TUS_RETRIES, TUS_RETRY_DELAY = 30, 0.5
+
+
+@pytest.fixture(params=["local", "s3"])
+def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
+    """Three instances on a store folder, or on a fresh prefix of the session's SeaweedFS."""
+    seaweed = request.getfixturevalue("seaweed") if request.param == "s3" else None
+    cluster = Cluster(tmp_path, seaweed=seaweed).start()
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
+def folder_cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """Three instances on a store folder (for what concerns nginx, not the store)."""
     cluster = Cluster(tmp_path).start()
     yield cluster
     cluster.stop()
@@ -71,8 +88,9 @@ def test_a_tus_upload_continues_on_other_instances(cluster: Cluster, tmp_path: P
 
 
 def test_a_request_id_set_by_nginx_or_the_client_is_in_the_instance_log(
-    cluster: Cluster,
+    folder_cluster: Cluster,
 ) -> None:
+    cluster = folder_cluster
     given = requests.get(
         cluster.url + "/healthz", headers={"X-Request-ID": "edge-1234"}, timeout=10
     )
@@ -89,7 +107,8 @@ def test_a_request_id_set_by_nginx_or_the_client_is_in_the_instance_log(
         ))  # fmt: skip
 
 
-def test_the_instance_logs_the_client_nginx_saw(cluster: Cluster) -> None:
+def test_the_instance_logs_the_client_nginx_saw(folder_cluster: Cluster) -> None:
+    cluster = folder_cluster
     # From another loopback address than nginx's own (127.0.0.1) to the instances.
     request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Request-ID: from-dot-two\r\n"
     request += b"X-Forwarded-For: 192.0.2.66\r\nConnection: close\r\n\r\n"  # forged
@@ -114,8 +133,8 @@ def test_an_instance_killed_mid_upload(cluster: Cluster, tmp_path: Path) -> None
             file_stream=f,
             chunk_size=256 * 1024,
             metadata={"path": "tus/survivor.bin"},
-            retries=5,
-            retry_delay=0.2,
+            retries=TUS_RETRIES,
+            retry_delay=TUS_RETRY_DELAY,
         )
         for _ in range(6):
             uploader.upload_chunk()
@@ -134,6 +153,73 @@ def test_an_instance_killed_mid_upload(cluster: Cluster, tmp_path: Path) -> None
             timeout=10,
         )
         assert response.json()["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_an_instance_killed_while_it_writes_a_chunk(cluster: Cluster) -> None:
+    """The instance dies holding the upload (its lock or lease on it): the client resumes
+    through nginx on the others as soon as tus clients retry, not a minute later."""
+    data = payload(MIB + 5)
+    create = requests.post(
+        cluster.url + "/api/v1/uploads",
+        headers=cluster.headers | {
+            "Tus-Resumable": "1.0.0", "Upload-Length": str(len(data)),
+            "Upload-Metadata": "path " + base64.b64encode(b"tus/held.bin").decode(),
+        },
+        timeout=30,
+    )  # fmt: skip
+    assert create.status_code == 201
+    upload_path = urlsplit(create.headers["Location"]).path
+    chunk = 256 * 1024
+    port = int(cluster.instance_url(0).rsplit(":", 1)[1])
+    head = (
+        f"PATCH {upload_path} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\n"
+        f"Authorization: Bearer {cluster.token}\r\nUpload-Offset: 0\r\n"
+        f"Content-Type: application/offset+octet-stream\r\nContent-Length: {chunk}\r\n\r\n"
+    )
+
+    def hold() -> socket.socket:
+        """Half a chunk sent straight to instance 0, which is left waiting for the rest."""
+        sock = socket.create_connection(("127.0.0.1", port), 10)
+        sock.sendall(head.encode() + data[: chunk // 2])
+        return sock
+
+    held = [hold()]
+
+    def holding() -> bool:
+        """Does instance 0 hold the upload? An empty PATCH to instance 1 is refused then."""
+        probe = requests.patch(
+            cluster.instance_url(1) + upload_path,
+            headers=cluster.headers | {
+                "Tus-Resumable": "1.0.0", "Upload-Offset": "0",
+                "Content-Type": "application/offset+octet-stream",
+            },
+            timeout=30,
+        )  # fmt: skip
+        if probe.status_code == 423:
+            return True
+        assert probe.status_code == 204, probe.text
+        if select.select(held, [], [], 0)[0]:  # instance 0 answered: it met the probe's lock
+            held[0].close()
+            held[0] = hold()
+        return False
+
+    wait_for(holding, 30)
+    if cluster.seaweed is not None:  # what holds it is a lease in the bucket, not a host's lock
+        bucket, _, prefix = cluster.store.removeprefix("s3://").partition("/")
+        leases = cluster.seaweed.client().list_objects_v2(
+            Bucket=bucket, Prefix=f"{prefix}/.filedock/records/leases/"
+        )
+        assert leases.get("KeyCount") == 1
+    cluster.kill(0)
+    held[0].close()
+    with io.BytesIO(data) as f:
+        uploader = tus.TusClient(cluster.url + "/api/v1/uploads", headers=cluster.headers).uploader(
+            file_stream=f, url=cluster.url + upload_path, chunk_size=chunk,
+            retries=TUS_RETRIES, retry_delay=TUS_RETRY_DELAY,
+        )  # fmt: skip
+        uploader.upload()
+    assert uploader.offset == len(data)
+    assert stored_sha256(cluster, "tus/held.bin") == hashlib.sha256(data).hexdigest()
 
 
 def increment(cluster: Cluster, count: int, errors: list[str]) -> None:
@@ -178,16 +264,8 @@ def test_no_json_update_is_lost_across_instances(cluster: Cluster) -> None:
         assert served_by(server, "PATCH", "/api/v1/json/counter.json")
 
 
-def revoke_in_store(store: Path, name: str) -> None:
-    """`filedock token revoke --store` as its own process, as an operator would run it."""
-    subprocess.run(
-        [sys.executable, "-m", "filedock", "token", "revoke", "--store", str(store), name],
-        check=True, capture_output=True, timeout=60, env={"PYTHONPATH": SRC},
-    )  # fmt: skip
-
-
 def test_a_revoked_token_is_refused_everywhere(cluster: Cluster) -> None:
-    token = create_store_token(cluster.store, "read", "temporary")
+    token = create_store_token(cluster.store, "read", "temporary", cluster.env)
     headers = {"Authorization": f"Bearer {token}"}
 
     def status(index: int) -> int:
@@ -197,7 +275,7 @@ def test_a_revoked_token_is_refused_everywhere(cluster: Cluster) -> None:
     everywhere = range(len(cluster.instances))
     wait_for(lambda: all(status(i) == 200 for i in everywhere), REVOCATION_SECONDS)
     revoked_at = time.monotonic()
-    revoke_in_store(cluster.store, "temporary")
+    revoke_store_token(cluster.store, "temporary", cluster.env)
     # Each instance's workers re-read on their own: refused by one is not yet refused by all,
     # so wait until every instance refuses it several times running (new connections, so
     # they reach different workers).

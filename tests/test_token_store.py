@@ -23,6 +23,7 @@ from filedock.tokenstore import (
     StoreTokensUnavailable,
 )
 from tests.conftest import LiveServer, start_server
+from tests.seaweed import BUCKET, Seaweed
 
 HONOURED_WITHIN_SECONDS = 10
 
@@ -241,3 +242,18 @@ def test_refresh_schedule(store_dir: Path) -> None:
     clock.now += REFRESH_SECONDS
     assert [t.name for t in tokens.current()] == ["b"]
     assert hash_token(token) not in {t.hash for t in tokens.current()}
+
+
+def test_token_commands_on_an_s3_store_take_its_endpoint(
+    s3_env: Seaweed, s3_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FILEDOCK_S3_ENDPOINT", raising=False)
+    store = ["--store", f"s3://{BUCKET}/{s3_prefix}", "--s3-endpoint", s3_env.endpoint]
+    code, out, err = run("token", "create", *store, "--scope", "read", "--name", "on-s3")
+    assert code == 0, err
+    token = out.strip()
+    code, out, _ = run("token", "list", *store)
+    assert code == 0 and out.startswith(f"on-s3\tread\t*\t{hash_token(token)[:12]}")
+    code, out, _ = run("token", "revoke", *store, "on-s3")
+    assert code == 0 and out.strip() == "revoked on-s3"
+    assert run("token", "list", *store)[1] == ""

@@ -136,12 +136,21 @@ STORE_OPTION = click.option(
     metavar="STORE",
     help="Keep the tokens in this store instead, shared by every server of it.",
 )
+S3_ENDPOINT_OPTION = click.option(
+    "--s3-endpoint", help="With an s3:// store: the URL of an S3-compatible store other than AWS."
+)
 
 
 class TokenPlace:
     """Where token commands keep tokens: a config file's [[tokens]], or the store's records."""
 
-    def __init__(self, config_file: str | None, store: str | None, must_exist: bool) -> None:
+    def __init__(
+        self,
+        config_file: str | None,
+        store: str | None,
+        must_exist: bool,
+        s3_endpoint: str | None = None,
+    ) -> None:
         if bool(config_file) == bool(store):
             raise click.UsageError("give one of --config FILE or --store STORE")
         self.config_file = config_file or ""
@@ -149,7 +158,7 @@ class TokenPlace:
         if store:
             if must_exist and "://" not in store and not os.path.isdir(store):
                 raise UserError(f"there is no store at {store}")
-            self.storage = open_storage(Settings.load(store=store))
+            self.storage = open_storage(Settings.load(store=store, s3_endpoint=s3_endpoint))
         self.label = self.config_file or f"the store {store}"
 
     def create(self, scopes: str, prefix: str, name: str) -> tuple[str, Token]:
@@ -180,15 +189,21 @@ def token_group() -> None:
 @token_group.command("create")
 @CONFIG_OPTION
 @STORE_OPTION
+@S3_ENDPOINT_OPTION
 @click.option("--scope", "scopes", required=True, help="read, write, admin, comma-separated.")
 @click.option("--prefix", default="", help="Limit the token to this path and what is under it.")
 @click.option("--name", default="", help="A name to list and revoke it by.")
 def token_create(
-    config_file: str | None, store: str | None, scopes: str, prefix: str, name: str
+    config_file: str | None,
+    store: str | None,
+    s3_endpoint: str | None,
+    scopes: str,
+    prefix: str,
+    name: str,
 ) -> None:
     """Print a new token once and record its hash."""
     with token_errors():
-        place = TokenPlace(config_file, store, must_exist=False)
+        place = TokenPlace(config_file, store, must_exist=False, s3_endpoint=s3_endpoint)
         token, record = place.create(scopes, prefix, name)
     click.echo(token)
     where = f" under {record.prefix!r}" if record.prefix else ""
@@ -202,10 +217,11 @@ def token_create(
 @token_group.command("list")
 @CONFIG_OPTION
 @STORE_OPTION
-def token_list(config_file: str | None, store: str | None) -> None:
+@S3_ENDPOINT_OPTION
+def token_list(config_file: str | None, store: str | None, s3_endpoint: str | None) -> None:
     """One line per token: name, scopes, prefix, start of its hash."""
     with token_errors():
-        tokens = TokenPlace(config_file, store, must_exist=True).tokens()
+        tokens = TokenPlace(config_file, store, must_exist=True, s3_endpoint=s3_endpoint).tokens()
     for token in tokens:
         prefix = token.prefix or "*"
         click.echo(f"{token.name or '-'}\t{','.join(token.scopes)}\t{prefix}\t{token.hash[:12]}")
@@ -214,12 +230,16 @@ def token_list(config_file: str | None, store: str | None) -> None:
 @token_group.command("revoke")
 @CONFIG_OPTION
 @STORE_OPTION
+@S3_ENDPOINT_OPTION
 @click.argument("ref")
-def token_revoke(config_file: str | None, store: str | None, ref: str) -> None:
+def token_revoke(
+    config_file: str | None, store: str | None, s3_endpoint: str | None, ref: str
+) -> None:
     """Remove the token with this name or hash prefix (running servers of a config file
     notice at once, those of a store within 10 seconds)."""
     with token_errors():
-        token = TokenPlace(config_file, store, must_exist=True).revoke(ref)
+        place = TokenPlace(config_file, store, must_exist=True, s3_endpoint=s3_endpoint)
+        token = place.revoke(ref)
     click.echo(f"revoked {token.name or token.hash[:12]}")
 
 

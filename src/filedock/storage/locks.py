@@ -5,7 +5,16 @@
   when its holder dies (the local store).
 - LeaseLocker: a lease record written with a conditional put in the store's Records: every
   process on every host that shares the store; a holder that dies stops renewing, and its
-  lease is taken over once it has expired (the S3 store)."""
+  lease is taken over once it has expired (the S3 store).
+
+A lease is short (LEASE_SECONDS) and renewed four times per lifetime while held: a process
+killed while it writes a tus chunk blocks that upload for at most LEASE_SECONDS, within
+what tus clients wait while they retry (tus-js-client's default delays add up to 9 s).
+The price is that a holder stalled for more than three quarters of that (a renewal that
+does not get through) can lose its lease while it still writes; the S3 store's own commit
+of a chunk is a compare-and-swap on the upload's manifest, so two writers cannot both
+commit on one version of it. The hosts' clocks must agree to well under a second (NTP),
+since a lease's expiry is a wall-clock time."""
 
 from __future__ import annotations
 
@@ -20,6 +29,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 
 from .base import ABSENT, AlreadyExists, Locked, Matches, PreconditionFailed, Record, Records
+
+LEASE_SECONDS = 8.0
+RENEWALS_PER_LEASE = 4
 
 
 class InProcessLocker:
@@ -75,7 +87,7 @@ class LeaseLocker:
     def __init__(
         self,
         records: Records,
-        ttl_seconds: float = 60.0,
+        ttl_seconds: float = LEASE_SECONDS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.records = records
@@ -104,14 +116,14 @@ class LeaseLocker:
 
     @contextmanager
     def lock(self, name: str) -> Iterator[None]:
-        """Hold name's lease for the block, renewing it every third of its lifetime."""
+        """Hold name's lease for the block, renewing it every quarter of its lifetime."""
         record_name = self.PREFIX + hashlib.sha256(name.encode()).hexdigest()
         owner = uuid.uuid4().hex
         held = [self._take(record_name, name, owner)]
         stop = threading.Event()
 
         def renew() -> None:
-            while not stop.wait(self.ttl / 3):
+            while not stop.wait(self.ttl / RENEWALS_PER_LEASE):
                 try:
                     held[0] = self.records.put_record(
                         record_name, self._lease(owner), Matches(held[0].version)

@@ -778,12 +778,13 @@ class S3Storage:
         with S3Stream(got["Body"]) as body:
             return _Manifest.from_json(body.read()), got["ETag"]
 
-    def _save_manifest(self, upload_id: str, manifest: _Manifest, version: str) -> None:
+    def _save_manifest(self, upload_id: str, manifest: _Manifest, version: str) -> str:
         """The commit point of a chunk: parts and tail are only counted once this is saved
-        (compare-and-swap, so a writer whose lease ran out cannot overwrite a newer one)."""
+        (compare-and-swap, so a writer whose lease ran out cannot overwrite a newer one).
+        The manifest's new version."""
         conditions = {"IfMatch": version} if version else {"IfNoneMatch": "*"}
         try:
-            self._call(
+            answer = self._call(
                 "put_object",
                 Key=self._upload_key(upload_id, ".json"),
                 Body=manifest.to_json(),
@@ -791,6 +792,7 @@ class S3Storage:
             )
         except PreconditionFailed:
             raise Conflict(f"upload {upload_id} was changed by another writer") from None
+        return str(answer["ETag"])
 
     def _read_tail(self, manifest: _Manifest) -> bytes:
         if not manifest.tail:
@@ -848,7 +850,8 @@ class S3Storage:
             position += len(chunk)
             buffer += chunk
             while len(buffer) >= PART_BYTES:
-                mpu = mpu or self._start_multipart(manifest.key)
+                if not mpu:
+                    mpu, version = self._start_multipart(upload_id, manifest, version)
                 parts.append(self._upload_part(manifest.key, mpu, len(parts) + 1, buffer))
         if verify is not None:
             verify()
@@ -871,9 +874,21 @@ class S3Storage:
                 self._call("delete_object", Key=manifest.tail)
         return position
 
-    def _start_multipart(self, full: str) -> str:
-        answer = self._call("create_multipart_upload", Key=full)
-        return str(answer["UploadId"])
+    def _start_multipart(
+        self, upload_id: str, manifest: _Manifest, version: str
+    ) -> tuple[str, str]:
+        """Start the upload's multipart upload and name it in the manifest at once (what it
+        holds is unchanged), so that it is aborted with the upload even if this writer
+        stops before its chunk is saved; (multipart upload id, manifest version)."""
+        answer = self._call("create_multipart_upload", Key=manifest.key)
+        mpu = str(answer["UploadId"])
+        try:
+            version = self._save_manifest(upload_id, replace(manifest, mpu=mpu), version)
+        except BaseException:
+            with suppress(Exception):
+                self._call("abort_multipart_upload", Key=manifest.key, UploadId=mpu)
+            raise
+        return mpu, version
 
     def _upload_part(
         self, full: str, mpu: str, number: int, buffer: bytearray
@@ -922,9 +937,20 @@ class S3Storage:
         return info
 
     def _drop_upload_objects(self, upload_id: str, manifest: _Manifest) -> None:
-        if manifest.tail:
+        """The manifest and every tail object of the upload: the saved one, and any a writer
+        stored but did not get to save in the manifest (it died, on whatever host)."""
+        tails = {manifest.tail} if manifest.tail else set()
+        prefix = self._upload_key(upload_id, ".tail.")
+        args: dict[str, Any] = {"Prefix": prefix}
+        while True:
+            page = self._call("list_objects_v2", **args)
+            tails.update(item["Key"] for item in page.get("Contents", []))
+            if not page.get("IsTruncated"):
+                break
+            args["ContinuationToken"] = page["NextContinuationToken"]
+        for tail in sorted(tails):
             with suppress(ObjectNotFound):
-                self._call("delete_object", Key=manifest.tail)
+                self._call("delete_object", Key=tail)
         with suppress(ObjectNotFound):
             self._call("delete_object", Key=self._upload_key(upload_id, ".json"))
 
