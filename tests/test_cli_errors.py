@@ -121,7 +121,7 @@ def test_an_s3_store_without_credentials(tmp_path: Path) -> None:
     env = {"AWS_SHARED_CREDENTIALS_FILE": nowhere, "AWS_CONFIG_FILE": nowhere}
     result = run_filedock("serve", "--port", "0", "--store", "s3://bucket/x", cwd=tmp_path,
                           env=env)  # fmt: skip
-    assert_user_error(result, "no credentials")
+    assert_user_error(result, "no AWS credentials were found", "s3://bucket/x")
 
 
 def test_an_s3_store_with_an_unknown_aws_profile(tmp_path: Path) -> None:

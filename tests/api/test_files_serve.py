@@ -58,7 +58,7 @@ def test_curl_upload_and_resumed_download(
     url = f"{live_server.url}{API}/files/big/upload.bin"
     out = curl("-T", str(local), "-w", "\n%{http_code}", url)
     body, code = out.rsplit("\n", 1)
-    assert code == "201"
+    assert code == "201", body + "\n" + "".join(live_server.output[-40:])
     assert hashlib.sha256(data).hexdigest() in body
     assert (store_dir / "big" / "upload.bin").read_bytes() == data
 

@@ -98,8 +98,9 @@ UNAVAILABLE_CODES = frozenset(
 def open_s3(url: str, endpoint: str = "") -> S3Storage:
     """The store at s3://BUCKET/PREFIX, with a boto3 client from the usual AWS sources.
 
-    No request is made here: a store that is down still lets the server start (and answer
-    503 until it is back)."""
+    No request is made to the store here (finding credentials may ask the instance's metadata
+    service): a store that is down still lets the server start (and answer 503 until it is
+    back), while a setup without credentials is a ConfigError at once."""
     import boto3
     from botocore.config import Config
 
@@ -133,8 +134,14 @@ def open_s3(url: str, endpoint: str = "") -> S3Storage:
             region_name=session.region_name or "us-east-1",
             config=config,
         )
+        credentials = session.get_credentials()
     except (BotoCoreError, ValueError) as exc:  # an unknown AWS_PROFILE, a bad endpoint URL
         raise ValueError(f"cannot use {url}: {exc}") from None
+    if credentials is None:  # a mistake of the setup, not a store that is down: say so now
+        raise ValueError(
+            f"cannot use {url}: no AWS credentials were found (AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or the shared credentials file)"
+        )
     return S3Storage(client, bucket, prefix)
 
 
