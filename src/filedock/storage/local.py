@@ -6,6 +6,7 @@ import ctypes
 import errno
 import fcntl
 import hashlib
+import heapq
 import json
 import os
 import stat as statmod
@@ -518,34 +519,36 @@ class LocalStorage:
 
     def list_keys(self, prefix: str = "", after: str = "") -> Iterator[str]:
         """Every key that starts with prefix, in key order, after `after`; nothing is read
-        or hashed (a file's name may still be one no request can address)."""
+        or hashed (a file's name may still be one no request can address).
+
+        The walk goes through the folders in key order and lazily, so a page costs the keys
+        it returns plus the folders it passes through, not the whole store: a folder whose
+        keys all sort before `after`, or cannot start with prefix, is never opened, and the
+        caller stops the walk when its page is full."""
         base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         if base and any(s in ("", ".", "..") for s in base.split("/")):
             return  # no key has such a prefix; never walk outside the root
-        try:
-            keys = sorted(k for k in self._walk(base, prefix) if k.startswith(prefix) and k > after)
-        except OSError:
-            return
-        yield from keys
-
-    def _walk(self, base: str, prefix: str = "") -> Iterator[str]:
         top = os.path.join(self.root, base) if base else self.root
         if os.path.realpath(top) != os.path.normpath(top):
             return
-        for dirpath, dirnames, filenames in os.walk(top):
-            rel = os.path.relpath(dirpath, self.root)
-            rel = "" if rel == os.curdir else rel + "/"
-            # only into folders whose keys can start with prefix (team-a and team-ab/ for
-            # "team-a", not team-b/)
-            dirnames[:] = [
-                d
-                for d in dirnames
-                if not d.startswith(RESERVED_PREFIX)
-                and ((rel + d + "/").startswith(prefix) or prefix.startswith(rel + d + "/"))
-            ]
-            for name in filenames:
-                if not name.startswith(RESERVED_PREFIX):
-                    yield rel + name
+        try:
+            first = _folder_entries(top, base + "/" if base else "", prefix, after)
+        except OSError:
+            return
+        stack = [first]
+        while stack:
+            heap = stack[-1]
+            if not heap:
+                stack.pop()
+                continue
+            key, is_folder = heapq.heappop(heap)
+            if not is_folder:
+                yield key
+                continue
+            try:  # a folder removed or made unreadable since its parent was read: skipped
+                stack.append(_folder_entries(os.path.join(self.root, key), key, prefix, after))
+            except OSError:
+                continue
 
     def check(self) -> None:
         """Write, read back and remove a probe record of this probe's own: concurrent probes
@@ -706,6 +709,37 @@ class LocalStorage:
         """Remove the upload's file if it is still there."""
         with suppress(FileNotFoundError):
             os.unlink(self._upload_path(upload_id))
+
+
+def _folder_entries(path: str, rel: str, prefix: str, after: str) -> list[tuple[str, bool]]:
+    """The entries of one folder (whose keys start with rel) that a walk for prefix after
+    `after` needs, as a heap of (key, is a folder), a folder's key ending in '/': key order
+    is that of whole keys, so folder a sorts as 'a/', after 'a-c' and before 'ab'."""
+    found: list[tuple[str, bool]] = []
+    with os.scandir(path) as entries:
+        for entry in entries:
+            name = entry.name
+            if name.startswith(RESERVED_PREFIX):
+                continue
+            try:
+                is_folder: bool = entry.is_dir()
+                if is_folder and entry.is_symlink():
+                    continue  # a linked folder is not walked (its files are elsewhere)
+            except OSError:
+                continue
+            if is_folder:
+                key = rel + name + "/"
+                if not (key.startswith(prefix) or prefix.startswith(key)):
+                    continue  # no key below it starts with prefix
+                if key <= after and not after.startswith(key):
+                    continue  # every key below it sorts before `after`
+            else:
+                key = rel + name
+                if key <= after or not key.startswith(prefix):
+                    continue
+            found.append((key, is_folder))
+    heapq.heapify(found)  # a page may need only the first few: no sort of the rest
+    return found
 
 
 def _move_time_on(path: str, staging: str) -> None:
