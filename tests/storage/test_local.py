@@ -13,6 +13,7 @@ import pytest
 
 from filedock.listing import list_page
 from filedock.storage import Key, ObjectNotFound
+from filedock.storage import local as local_module
 from filedock.storage.local import LocalStorage
 
 
@@ -223,3 +224,50 @@ def test_a_page_reads_the_folders_it_passes_not_the_whole_store(
         cursor = seen[-1]
     assert seen == keys
     assert scandir.entries < 2 * (len(keys) + 420)
+
+
+def pages(local: LocalStorage, prefix: str, limit: int) -> list[str]:
+    """Every key under prefix, listed a page at a time."""
+    seen: list[str] = []
+    while True:
+        page = list_page(local, prefix, seen[-1] if seen else "", limit, "", lambda key: True)
+        seen += [i.key for i in page.items]
+        if not page.more:
+            return seen
+
+
+def test_pages_of_a_large_folder_read_it_once_and_see_every_change_in_it(
+    local: LocalStorage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "store" / "flat"
+    folder.mkdir()
+    keys = [f"flat/f{i:05d}" for i in range(3000)]
+    for key in keys:
+        (tmp_path / "store" / key).write_bytes(b"")
+    scandir = CountingScandir(os.scandir)
+    monkeypatch.setattr(os, "scandir", scandir)
+
+    # changed lately: it could change again within the same clock tick, unseen by its time,
+    # so it is read again for each of the 30 pages
+    monkeypatch.setattr(local_module, "SETTLED_NS", 10**18, raising=False)
+    assert pages(local, "flat/", 100) == keys
+    assert scandir.entries >= 30 * 3000
+
+    # as if it had not changed for long
+    monkeypatch.setattr(local_module, "SETTLED_NS", 0, raising=False)
+    scandir.entries = 0
+    assert pages(local, "flat/", 100) == keys
+    assert scandir.entries <= 2 * 3000  # remembered after the first page
+
+    (folder / "f01500x").write_bytes(b"added")
+    assert [i.key for i in list_page(local, "flat/", keys[1500], 2, "", str.isascii).items] == [
+        "flat/f01500x",
+        keys[1501],
+    ]
+    (folder / "f01501").unlink()
+    assert [i.key for i in list_page(local, "flat/", keys[1500], 2, "", str.isascii).items] == [
+        "flat/f01500x",
+        keys[1502],
+    ]
+    (folder / "f01500x").rename(folder / "f02999x")
+    assert pages(local, "flat/", 1000) == [k for k in keys if k != keys[1501]] + ["flat/f02999x"]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import bisect
 import ctypes
 import errno
 import fcntl
 import hashlib
-import heapq
+import itertools
 import json
 import os
 import stat as statmod
@@ -45,6 +46,12 @@ from .base import (
 from .locks import FileLocker
 
 KNOWN_ENTRIES = 100_000  # descriptions remembered per process (a few hundred bytes each)
+# Large folders' sorted entries remembered per process for listings (about 150 bytes each),
+# those of folders with at least LISTED_MIN entries (smaller ones are cheap to read again)
+# that had not changed for SETTLED_NS when they were read.
+LISTED_ENTRIES = 200_000
+LISTED_MIN = 1_000
+SETTLED_NS = 2_000_000_000
 # Staging files left by a writer that died (kill -9, a crash, power loss) are removed when a
 # process opens the store and then at most this often by each process that stages data.
 SWEEP_EVERY_SECONDS = 600
@@ -53,6 +60,10 @@ SWEEP_EVERY_SECONDS = 600
 ORPHAN_AGE_SECONDS = 600
 # How often a commit makes its folders again when deletes beside it keep removing them.
 PARENT_ATTEMPTS = 100
+
+
+Entries = list[tuple[str, bool]]
+"""A folder's entries as (name, is a folder)."""
 
 
 def _stamp(st: os.stat_result) -> tuple[int, int, int, int]:
@@ -110,6 +121,8 @@ class LocalStorage:
         for name in ("staging", "meta", "locks", "state"):
             os.makedirs(os.path.join(self._state, name), exist_ok=True)
         self._known: dict[str, tuple[tuple[int, int, int, int], ObjectInfo]] = {}
+        self._listed: dict[str, tuple[tuple[int, int, int, int], Entries]] = {}
+        self._listed_lock = threading.Lock()
         self._owner: tuple[int, str, int] | None = None  # (pid, owner id, its locked fd)
         self._owner_lock = threading.Lock()
         self._swept = 0.0
@@ -531,24 +544,70 @@ class LocalStorage:
         top = os.path.join(self.root, base) if base else self.root
         if os.path.realpath(top) != os.path.normpath(top):
             return
+        stack: list[Iterator[tuple[str, bool]]] = []
         try:
-            first = _folder_entries(top, base + "/" if base else "", prefix, after)
+            stack.append(self._folder(top, base + "/" if base else "", prefix, after))
         except OSError:
             return
-        stack = [first]
         while stack:
-            heap = stack[-1]
-            if not heap:
+            entry = next(stack[-1], None)
+            if entry is None:
                 stack.pop()
                 continue
-            key, is_folder = heapq.heappop(heap)
+            key, is_folder = entry
             if not is_folder:
                 yield key
                 continue
             try:  # a folder removed or made unreadable since its parent was read: skipped
-                stack.append(_folder_entries(os.path.join(self.root, key), key, prefix, after))
+                stack.append(self._folder(os.path.join(self.root, key), key, prefix, after))
             except OSError:
                 continue
+
+    def _folder(self, path: str, rel: str, prefix: str, after: str) -> Iterator[tuple[str, bool]]:
+        """The entries of one folder (whose keys start with rel) that a walk for prefix after
+        `after` needs, in key order, as (key, is a folder); the folder is read now (OSError
+        if it cannot be), its entries yielded as the walk needs them."""
+        names = self._sorted_entries(path)
+        start = 0
+        if after.startswith(rel):
+            rest = after[len(rel) :]
+            start = bisect.bisect_right(names, (rest, True))
+            if start and names[start - 1][1] and rest.startswith(names[start - 1][0]):
+                start -= 1  # the folder that holds `after`: its keys past `after` are needed
+        elif after > rel:
+            return iter(())  # every key in this folder sorts before `after`
+        within = prefix[len(rel) :] if prefix.startswith(rel) else ""  # no '/' in it
+        start = max(start, bisect.bisect_left(names, (within, False)))
+        chosen = itertools.takewhile(
+            lambda entry: entry[0].startswith(within), itertools.islice(names, start, None)
+        )
+        return ((rel + name, is_folder) for name, is_folder in chosen)
+
+    def _sorted_entries(self, path: str) -> Entries:
+        """A folder's entries in key order (a folder's name ends in '/': key order is that
+        of whole keys, so folder a sorts as 'a/', after 'a-c' and before 'ab').
+
+        Paging through a large folder would read and sort it once a page, so a large folder
+        that has not changed for a while is remembered with its stamp; any entry added,
+        removed or renamed in it since changes its modification time. A folder changed less
+        than SETTLED_NS before it is read could change again within the same clock tick
+        without its time moving, so it is not remembered."""
+        st = os.stat(path)
+        stamp = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+        known = self._listed.get(path)
+        if known is not None and known[0] == stamp:
+            return known[1]
+        read_at = time.time_ns()
+        entries = sorted(_folder_entries(path))
+        settled = read_at - max(st.st_mtime_ns, st.st_ctime_ns) > SETTLED_NS
+        if LISTED_MIN <= len(entries) <= LISTED_ENTRIES and settled:
+            with self._listed_lock:
+                self._listed.pop(path, None)
+                self._listed[path] = (stamp, entries)
+                total = sum(len(names) for _, names in self._listed.values())
+                while total > LISTED_ENTRIES:  # the folder remembered first goes first
+                    total -= len(self._listed.pop(next(iter(self._listed)))[1])
+        return entries
 
     def check(self) -> None:
         """Write, read back and remove a probe record of this probe's own: concurrent probes
@@ -711,34 +770,23 @@ class LocalStorage:
             os.unlink(self._upload_path(upload_id))
 
 
-def _folder_entries(path: str, rel: str, prefix: str, after: str) -> list[tuple[str, bool]]:
-    """The entries of one folder (whose keys start with rel) that a walk for prefix after
-    `after` needs, as a heap of (key, is a folder), a folder's key ending in '/': key order
-    is that of whole keys, so folder a sorts as 'a/', after 'a-c' and before 'ab'."""
-    found: list[tuple[str, bool]] = []
+def _folder_entries(path: str) -> Entries:
+    """The entries of one folder as (name, is a folder), a folder's name ending in '/';
+    server state and linked folders (whose files are elsewhere) left out."""
+    found: Entries = []
     with os.scandir(path) as entries:
         for entry in entries:
             name = entry.name
             if name.startswith(RESERVED_PREFIX):
                 continue
             try:
-                is_folder: bool = entry.is_dir()
-                if is_folder and entry.is_symlink():
-                    continue  # a linked folder is not walked (its files are elsewhere)
+                if entry.is_dir():
+                    if not entry.is_symlink():
+                        found.append((name + "/", True))
+                    continue
             except OSError:
                 continue
-            if is_folder:
-                key = rel + name + "/"
-                if not (key.startswith(prefix) or prefix.startswith(key)):
-                    continue  # no key below it starts with prefix
-                if key <= after and not after.startswith(key):
-                    continue  # every key below it sorts before `after`
-            else:
-                key = rel + name
-                if key <= after or not key.startswith(prefix):
-                    continue
-            found.append((key, is_folder))
-    heapq.heapify(found)  # a page may need only the first few: no sort of the rest
+            found.append((name, False))
     return found
 
 
