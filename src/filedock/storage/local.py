@@ -46,7 +46,7 @@ from .base import (
 from .locks import FileLocker
 
 KNOWN_ENTRIES = 100_000  # descriptions remembered per process (a few hundred bytes each)
-# Large folders' sorted entries remembered per process for listings (about 150 bytes each),
+# Large folders' sorted entries remembered per process for listings (about 80 bytes each),
 # those of folders with at least LISTED_MIN entries (smaller ones are cheap to read again)
 # that had not changed for SETTLED_NS when they were read.
 LISTED_ENTRIES = 200_000
@@ -62,8 +62,8 @@ ORPHAN_AGE_SECONDS = 600
 PARENT_ATTEMPTS = 100
 
 
-Entries = list[tuple[str, bool]]
-"""A folder's entries as (name, is a folder)."""
+Entries = list[str]
+"""A folder's entry names, a folder's ending in '/' (no file's name can)."""
 
 
 def _stamp(st: os.stat_result) -> tuple[int, int, int, int]:
@@ -544,18 +544,17 @@ class LocalStorage:
         top = os.path.join(self.root, base) if base else self.root
         if os.path.realpath(top) != os.path.normpath(top):
             return
-        stack: list[Iterator[tuple[str, bool]]] = []
+        stack: list[Iterator[str]] = []
         try:
             stack.append(self._folder(top, base + "/" if base else "", prefix, after))
         except OSError:
             return
         while stack:
-            entry = next(stack[-1], None)
-            if entry is None:
+            key = next(stack[-1], None)
+            if key is None:
                 stack.pop()
                 continue
-            key, is_folder = entry
-            if not is_folder:
+            if not key.endswith("/"):
                 yield key
                 continue
             try:  # a folder removed or made unreadable since its parent was read: skipped
@@ -563,25 +562,25 @@ class LocalStorage:
             except OSError:
                 continue
 
-    def _folder(self, path: str, rel: str, prefix: str, after: str) -> Iterator[tuple[str, bool]]:
-        """The entries of one folder (whose keys start with rel) that a walk for prefix after
-        `after` needs, in key order, as (key, is a folder); the folder is read now (OSError
-        if it cannot be), its entries yielded as the walk needs them."""
+    def _folder(self, path: str, rel: str, prefix: str, after: str) -> Iterator[str]:
+        """The keys of one folder's entries (whose keys start with rel) that a walk for
+        prefix after `after` needs, in key order, a folder's ending in '/'; the folder is
+        read now (OSError if it cannot be), its keys yielded as the walk needs them."""
         names = self._sorted_entries(path)
         start = 0
         if after.startswith(rel):
             rest = after[len(rel) :]
-            start = bisect.bisect_right(names, (rest, True))
-            if start and names[start - 1][1] and rest.startswith(names[start - 1][0]):
+            start = bisect.bisect_right(names, rest)
+            if start and names[start - 1].endswith("/") and rest.startswith(names[start - 1]):
                 start -= 1  # the folder that holds `after`: its keys past `after` are needed
         elif after > rel:
             return iter(())  # every key in this folder sorts before `after`
         within = prefix[len(rel) :] if prefix.startswith(rel) else ""  # no '/' in it
-        start = max(start, bisect.bisect_left(names, (within, False)))
+        start = max(start, bisect.bisect_left(names, within))
         chosen = itertools.takewhile(
-            lambda entry: entry[0].startswith(within), itertools.islice(names, start, None)
+            lambda name: name.startswith(within), itertools.islice(names, start, None)
         )
-        return ((rel + name, is_folder) for name, is_folder in chosen)
+        return (rel + name for name in chosen)
 
     def _sorted_entries(self, path: str) -> Entries:
         """A folder's entries in key order (a folder's name ends in '/': key order is that
@@ -771,8 +770,8 @@ class LocalStorage:
 
 
 def _folder_entries(path: str) -> Entries:
-    """The entries of one folder as (name, is a folder), a folder's name ending in '/';
-    server state and linked folders (whose files are elsewhere) left out."""
+    """The names in one folder, a folder's ending in '/'; server state and linked folders
+    (whose files are elsewhere) left out."""
     found: Entries = []
     with os.scandir(path) as entries:
         for entry in entries:
@@ -782,11 +781,11 @@ def _folder_entries(path: str) -> Entries:
             try:
                 if entry.is_dir():
                     if not entry.is_symlink():
-                        found.append((name + "/", True))
+                        found.append(name + "/")
                     continue
             except OSError:
                 continue
-            found.append((name, False))
+            found.append(name)
     return found
 
 
