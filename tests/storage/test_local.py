@@ -5,11 +5,15 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from filedock.listing import list_page
 from filedock.storage import Key, ObjectNotFound
+from filedock.storage import local as local_module
 from filedock.storage.local import LocalStorage
 
 
@@ -122,3 +126,148 @@ def test_each_version_is_newer_than_the_one_it_replaces(
     assert os.stat(path).st_mtime_ns > ahead + 1
     assert other.stat(Key("doc.json")) == third
     assert len({first.sha256, second.sha256, third.sha256}) == 3
+
+
+# -- listing: a walk in key order that reads only what a page needs --------------------------
+
+TRICKY = [
+    "a-c", "a.b/x", "a/b", "a/b-c/d", "a/b0", "a/c/d/e", "a0", "ab", "abc/d", "b/1", "b/2/3",
+    "b-", "b.", "b0/0/0/0", "c", "é/x", "z/é", "z/z/z",
+]  # fmt: skip
+
+
+def place(store: Path, keys: list[str]) -> None:
+    for key in keys:
+        (store / key).parent.mkdir(parents=True, exist_ok=True)
+        (store / key).write_bytes(key.encode())
+
+
+def test_list_keys_is_in_key_order_for_every_prefix_and_cursor(
+    local: LocalStorage, tmp_path: Path
+) -> None:
+    keys = TRICKY
+    place(tmp_path / "store", keys)
+    (tmp_path / "store" / ".filedock-by-hand").write_bytes(b"reserved: never listed")
+    ordered = sorted(keys)
+    # folders sort by their name and '/': 'a-c' < 'a.b/x' < 'a/b' < 'a0' < 'ab'
+    assert list(local.list_keys()) == ordered
+    assert ordered[:4] == ["a-c", "a.b/x", "a/b", "a/b-c/d"]
+    starts = {"", "a", "a/", "a/b", "a/c/", "ab", "b", "b/", "b0/0", "z/", "zz", "a.", "é"}
+    afters = {"", "a", "a/", "a/b/", "a/c/d/", "a0/", "b/2", "b0/", "z", "zz", "\U0010ffff"}
+    afters |= set(ordered) | {k + "/" for k in ordered} | {k[:-1] for k in ordered}
+    for prefix in starts:
+        for after in afters:
+            expected = [k for k in ordered if k.startswith(prefix) and k > after]
+            assert list(local.list_keys(prefix, after)) == expected, (prefix, after)
+
+
+class CountingScandir:
+    """os.scandir that counts the folder entries every walk reads."""
+
+    def __init__(self, real: Callable[[str], Any]) -> None:
+        self.real, self.entries = real, 0
+
+    def __call__(self, path: str) -> Any:
+        counter = self
+
+        class Counted:
+            def __init__(self) -> None:
+                self.inner = counter.real(path)
+
+            def __enter__(self) -> Counted:
+                return self
+
+            def __exit__(self, *exc: object) -> None:
+                self.inner.close()
+
+            def __iter__(self) -> Counted:
+                return self
+
+            def __next__(self) -> os.DirEntry[str]:
+                entry: os.DirEntry[str] = next(self.inner)
+                counter.entries += 1
+                return entry
+
+            def close(self) -> None:
+                self.inner.close()
+
+        return Counted()
+
+
+def test_a_page_reads_the_folders_it_passes_not_the_whole_store(
+    local: LocalStorage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = tmp_path / "store"
+    keys = [f"t{t:02d}/s{s:02d}/{f:03d}" for t in range(20) for s in range(20) for f in range(50)]
+    for folder in {k.rsplit("/", 1)[0] for k in keys}:
+        (store / folder).mkdir(parents=True)
+    for key in keys:
+        (store / key).write_bytes(b"")
+    scandir = CountingScandir(os.scandir)
+    monkeypatch.setattr(os, "scandir", scandir)
+
+    # a page deep in the store: the root (with .filedock), one top folder and the three
+    # folders the page spans
+    after = "t13/s07/024"
+    page = list_page(local, "", after, 100, "", lambda key: True)
+    start = keys.index(after) + 1
+    assert [i.key for i in page.items] == keys[start : start + 100] and page.more
+    assert scandir.entries <= 21 + 20 + 3 * 50  # of 20,000 files in 420 folders
+
+    # every page of the whole store: each folder read about once, not once per page
+    scandir.entries, seen, cursor = 0, [], ""
+    while True:
+        page = list_page(local, "", cursor, 1000, "", lambda key: True)
+        seen += [i.key for i in page.items]
+        if not page.more:
+            break
+        cursor = seen[-1]
+    assert seen == keys
+    assert scandir.entries < 2 * (len(keys) + 420)
+
+
+def pages(local: LocalStorage, prefix: str, limit: int) -> list[str]:
+    """Every key under prefix, listed a page at a time."""
+    seen: list[str] = []
+    while True:
+        page = list_page(local, prefix, seen[-1] if seen else "", limit, "", lambda key: True)
+        seen += [i.key for i in page.items]
+        if not page.more:
+            return seen
+
+
+def test_pages_of_a_large_folder_read_it_once_and_see_every_change_in_it(
+    local: LocalStorage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "store" / "flat"
+    folder.mkdir()
+    keys = [f"flat/f{i:05d}" for i in range(3000)]
+    for key in keys:
+        (tmp_path / "store" / key).write_bytes(b"")
+    scandir = CountingScandir(os.scandir)
+    monkeypatch.setattr(os, "scandir", scandir)
+
+    # changed lately: it could change again within the same clock tick, unseen by its time,
+    # so it is read again for each of the 30 pages
+    monkeypatch.setattr(local_module, "SETTLED_NS", 10**18, raising=False)
+    assert pages(local, "flat/", 100) == keys
+    assert scandir.entries >= 30 * 3000
+
+    # as if it had not changed for long
+    monkeypatch.setattr(local_module, "SETTLED_NS", 0, raising=False)
+    scandir.entries = 0
+    assert pages(local, "flat/", 100) == keys
+    assert scandir.entries <= 2 * 3000  # remembered after the first page
+
+    (folder / "f01500x").write_bytes(b"added")
+    assert [i.key for i in list_page(local, "flat/", keys[1500], 2, "", str.isascii).items] == [
+        "flat/f01500x",
+        keys[1501],
+    ]
+    (folder / "f01501").unlink()
+    assert [i.key for i in list_page(local, "flat/", keys[1500], 2, "", str.isascii).items] == [
+        "flat/f01500x",
+        keys[1502],
+    ]
+    (folder / "f01500x").rename(folder / "f02999x")
+    assert pages(local, "flat/", 1000) == [k for k in keys if k != keys[1501]] + ["flat/f02999x"]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import bisect
 import ctypes
 import errno
 import fcntl
 import hashlib
+import itertools
 import json
 import os
 import stat as statmod
@@ -45,6 +47,12 @@ from .base import (
 from .locks import FileLocker
 
 KNOWN_ENTRIES = 100_000  # descriptions remembered per process (a few hundred bytes each)
+# Large folders' sorted entries remembered per process for listings (about 80 bytes each),
+# those of folders with at least LISTED_MIN entries (smaller ones are cheap to read again)
+# that had not changed for SETTLED_NS when they were read.
+LISTED_ENTRIES = 200_000
+LISTED_MIN = 1_000
+SETTLED_NS = 2_000_000_000
 # Staging files left by a writer that died (kill -9, a crash, power loss) are removed when a
 # process opens the store and then at most this often by each process that stages data.
 SWEEP_EVERY_SECONDS = 600
@@ -53,6 +61,10 @@ SWEEP_EVERY_SECONDS = 600
 ORPHAN_AGE_SECONDS = 600
 # How often a commit makes its folders again when deletes beside it keep removing them.
 PARENT_ATTEMPTS = 100
+
+
+Entries = list[str]
+"""A folder's entry names, a folder's ending in '/' (no file's name can)."""
 
 
 def _stamp(st: os.stat_result) -> tuple[int, int, int, int]:
@@ -110,6 +122,8 @@ class LocalStorage:
         for name in ("staging", "meta", "locks", "state"):
             os.makedirs(os.path.join(self._state, name), exist_ok=True)
         self._known: dict[str, tuple[tuple[int, int, int, int], ObjectInfo]] = {}
+        self._listed: dict[str, tuple[tuple[int, int, int, int], Entries]] = {}
+        self._listed_lock = threading.Lock()
         self._owner: tuple[int, str, int] | None = None  # (pid, owner id, its locked fd)
         self._owner_lock = threading.Lock()
         self._swept = 0.0
@@ -519,34 +533,81 @@ class LocalStorage:
 
     def list_keys(self, prefix: str = "", after: str = "") -> Iterator[str]:
         """Every key that starts with prefix, in key order, after `after`; nothing is read
-        or hashed (a file's name may still be one no request can address)."""
+        or hashed (a file's name may still be one no request can address).
+
+        The walk goes through the folders in key order and lazily, so a page costs the keys
+        it returns plus the folders it passes through, not the whole store: a folder whose
+        keys all sort before `after`, or cannot start with prefix, is never opened, and the
+        caller stops the walk when its page is full."""
         base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         if base and any(s in ("", ".", "..") for s in base.split("/")):
             return  # no key has such a prefix; never walk outside the root
-        try:
-            keys = sorted(k for k in self._walk(base, prefix) if k.startswith(prefix) and k > after)
-        except OSError:
-            return
-        yield from keys
-
-    def _walk(self, base: str, prefix: str = "") -> Iterator[str]:
         top = os.path.join(self.root, base) if base else self.root
         if os.path.realpath(top) != os.path.normpath(top):
             return
-        for dirpath, dirnames, filenames in os.walk(top):
-            rel = os.path.relpath(dirpath, self.root)
-            rel = "" if rel == os.curdir else rel + "/"
-            # only into folders whose keys can start with prefix (team-a and team-ab/ for
-            # "team-a", not team-b/)
-            dirnames[:] = [
-                d
-                for d in dirnames
-                if not d.startswith(RESERVED_PREFIX)
-                and ((rel + d + "/").startswith(prefix) or prefix.startswith(rel + d + "/"))
-            ]
-            for name in filenames:
-                if not name.startswith(RESERVED_PREFIX):
-                    yield rel + name
+        stack: list[Iterator[str]] = []
+        try:
+            stack.append(self._folder(top, base + "/" if base else "", prefix, after))
+        except OSError:
+            return
+        while stack:
+            key = next(stack[-1], None)
+            if key is None:
+                stack.pop()
+                continue
+            if not key.endswith("/"):
+                yield key
+                continue
+            try:  # a folder removed or made unreadable since its parent was read: skipped
+                stack.append(self._folder(os.path.join(self.root, key), key, prefix, after))
+            except OSError:
+                continue
+
+    def _folder(self, path: str, rel: str, prefix: str, after: str) -> Iterator[str]:
+        """The keys of one folder's entries (whose keys start with rel) that a walk for
+        prefix after `after` needs, in key order, a folder's ending in '/'; the folder is
+        read now (OSError if it cannot be), its keys yielded as the walk needs them."""
+        names = self._sorted_entries(path)
+        start = 0
+        if after.startswith(rel):
+            rest = after[len(rel) :]
+            start = bisect.bisect_right(names, rest)
+            if start and names[start - 1].endswith("/") and rest.startswith(names[start - 1]):
+                start -= 1  # the folder that holds `after`: its keys past `after` are needed
+        elif after > rel:
+            return iter(())  # every key in this folder sorts before `after`
+        within = prefix[len(rel) :] if prefix.startswith(rel) else ""  # no '/' in it
+        start = max(start, bisect.bisect_left(names, within))
+        chosen = itertools.takewhile(
+            lambda name: name.startswith(within), itertools.islice(names, start, None)
+        )
+        return (rel + name for name in chosen)
+
+    def _sorted_entries(self, path: str) -> Entries:
+        """A folder's entries in key order (a folder's name ends in '/': key order is that
+        of whole keys, so folder a sorts as 'a/', after 'a-c' and before 'ab').
+
+        Paging through a large folder would read and sort it once a page, so a large folder
+        that has not changed for a while is remembered with its stamp; any entry added,
+        removed or renamed in it since changes its modification time. A folder changed less
+        than SETTLED_NS before it is read could change again within the same clock tick
+        without its time moving, so it is not remembered."""
+        st = os.stat(path)
+        stamp = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+        known = self._listed.get(path)
+        if known is not None and known[0] == stamp:
+            return known[1]
+        read_at = time.time_ns()
+        entries = sorted(_folder_entries(path))
+        settled = read_at - max(st.st_mtime_ns, st.st_ctime_ns) > SETTLED_NS
+        if LISTED_MIN <= len(entries) <= LISTED_ENTRIES and settled:
+            with self._listed_lock:
+                self._listed.pop(path, None)
+                self._listed[path] = (stamp, entries)
+                total = sum(len(names) for _, names in self._listed.values())
+                while total > LISTED_ENTRIES:  # the folder remembered first goes first
+                    total -= len(self._listed.pop(next(iter(self._listed)))[1])
+        return entries
 
     def check(self) -> None:
         """Write, read back and remove a probe record of this probe's own: concurrent probes
@@ -707,6 +768,26 @@ class LocalStorage:
         """Remove the upload's file if it is still there."""
         with suppress(FileNotFoundError):
             os.unlink(self._upload_path(upload_id))
+
+
+def _folder_entries(path: str) -> Entries:
+    """The names in one folder, a folder's ending in '/'; server state and linked folders
+    (whose files are elsewhere) left out."""
+    found: Entries = []
+    with os.scandir(path) as entries:
+        for entry in entries:
+            name = entry.name
+            if name.startswith(RESERVED_PREFIX):
+                continue
+            try:
+                if entry.is_dir():
+                    if not entry.is_symlink():
+                        found.append(name + "/")
+                    continue
+            except OSError:
+                continue
+            found.append(name)
+    return found
 
 
 def _move_time_on(path: str, staging: str) -> None:
