@@ -224,15 +224,19 @@ def test_an_instance_killed_while_it_writes_a_chunk(cluster: Cluster) -> None:
 
 def increment(cluster: Cluster, count: int, errors: list[str]) -> None:
     """Add 1 to the document's n, count times: read, then PATCH with a JSON Patch test of
-    the value read; a 409 (someone else wrote first) reads again."""
+    the value read; a 409 (someone else wrote first) reads again. A 503 with Retry-After (a
+    store slow to answer on a loaded machine: nothing was changed, API.md section 2) is tried
+    again, as a client does; anything else is an error."""
     session = requests.Session()
     session.headers.update(cluster.headers)
     url = cluster.url + "/api/v1/json/counter.json"
     done = 0
     while done < count:
         current = session.get(url, timeout=60)
+        if retry_later(current):
+            continue
         if current.status_code != 200:
-            errors.append(f"GET {current.status_code}")
+            errors.append(f"GET {current.status_code} {current.text[:200]}")
             continue
         n = current.json()["n"]
         patch = [{"op": "test", "path": "/n", "value": n},
@@ -242,8 +246,16 @@ def increment(cluster: Cluster, count: int, errors: list[str]) -> None:
         )
         if response.status_code == 200:
             done += 1
-        elif response.status_code != 409:
+        elif response.status_code != 409 and not retry_later(response):
             errors.append(f"PATCH {response.status_code} {response.text[:200]}")
+
+
+def retry_later(response: requests.Response) -> bool:
+    """Is this a 503 that asks to be tried again (then wait as it asks, at most a second)?"""
+    if response.status_code != 503 or "Retry-After" not in response.headers:
+        return False
+    time.sleep(min(float(response.headers["Retry-After"]), 1.0))
+    return True
 
 
 def test_no_json_update_is_lost_across_instances(cluster: Cluster) -> None:

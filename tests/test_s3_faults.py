@@ -43,6 +43,8 @@ def assert_unavailable(response: requests.Response, code: str = "store-unavailab
     body = response.json()
     assert body["code"] == code and body["detail"]
     assert SECRET_KEY not in response.text
+    if code == "store-unavailable":  # nothing changed: the client may try again, after a while
+        assert response.headers["Retry-After"] == "5"
 
 
 def test_an_unreachable_store_is_503_within_the_stated_time(seaweed: Seaweed) -> None:

@@ -114,6 +114,9 @@ PROBLEMS: dict[type[Exception], tuple[int, str]] = {
     NotResumable: (501, "internal"),
 }
 
+# What a 503 for a store that cannot be reached asks a client to wait before trying again.
+STORE_RETRY_AFTER_SECONDS = "5"
+
 # Statuses that are not in the HTTP registry Werkzeug knows.
 TITLES: dict[int, str] = {460: "Checksum Mismatch"}
 
@@ -179,7 +182,10 @@ def to_response(exc: Exception) -> Response:
         return response
     found = lookup(exc)
     if found is not None:
-        return problem(found[0], found[1], str(exc) or None)
+        response = problem(found[0], found[1], str(exc) or None)
+        if found[0] == 503:  # the store is down or slow for now: nothing changed, try again
+            response.headers["Retry-After"] = STORE_RETRY_AFTER_SECONDS
+        return response
     # Lazy %-arguments: a '%s' in the path is data, and %r keeps a CR/LF in it on one line.
     log.exception("unhandled error in %s %r", request.method, request.path)
     return problem(500, "internal", "the server failed; the request id is in its log")
