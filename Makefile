@@ -74,7 +74,7 @@ bench: $(BENCH_STAMP)
 	@command -v nginx >/dev/null && command -v wrk >/dev/null && command -v curl >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx wrk curl)
 	$(BIN)/python bench/run.py $(if $(QUICK),--quick,) $(BENCH_ARGS)
-	$(BIN)/python bench/s3.py $(if $(QUICK),--quick,) --json docs/benchmarks-s3.json
+	$(BIN)/python bench/s3.py $(if $(QUICK),--quick,--json docs/benchmarks-s3.json)
 
 # make bench-memory: peak RSS of the server during a 2 GiB upload and download, and sendfile use
 bench-memory: $(STAMP)
