@@ -271,3 +271,45 @@ def test_pages_of_a_large_folder_read_it_once_and_see_every_change_in_it(
     ]
     (folder / "f01500x").rename(folder / "f02999x")
     assert pages(local, "flat/", 1000) == [k for k in keys if k != keys[1501]] + ["flat/f02999x"]
+
+
+def _resident_pages(path: Path) -> tuple[int, int]:
+    """(pages of the file in the page cache, pages of the file), by mincore(2)."""
+    import ctypes
+    import mmap
+
+    mincore = ctypes.CDLL(None, use_errno=True).mincore
+    mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    size = path.stat().st_size
+    pages = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE
+    vec = (ctypes.c_ubyte * pages)()
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY) as m:
+        start = ctypes.c_char.from_buffer(m)  # the mapping's first byte; nothing is written
+        assert mincore(ctypes.addressof(start), size, vec) == 0, ctypes.get_errno()
+        del start
+    return sum(b & 1 for b in vec), pages
+
+
+@pytest.mark.parametrize("how", ["put", "upload"])
+def test_a_large_write_passes_through_the_page_cache_without_staying(
+    local: LocalStorage, tmp_path: Path, how: str
+) -> None:
+    """A large upload is handed to the disk window by window and dropped from the page cache
+    once durable; a small one stays cached (likely read again soon)."""
+    big = os.urandom(1 << 20) * 40
+    if how == "put":
+        local.put(Key("big.bin"), io.BytesIO(big), "application/octet-stream")
+    else:
+        local.create_upload("ab" * 16, Key("big.bin"))
+        local.write_upload("ab" * 16, 0, io.BytesIO(big[: 20 << 20]), len(big))
+        local.write_upload("ab" * 16, 20 << 20, io.BytesIO(big[20 << 20 :]), len(big))
+        local.complete_upload(
+            "ab" * 16, Key("big.bin"), "application/octet-stream",
+            hashlib.sha256(big).hexdigest(), local_module.ANYTHING,
+        )  # fmt: skip
+    local.put(Key("small.json"), io.BytesIO(b"{}" * 1000), "application/json")
+    resident, pages = _resident_pages(tmp_path / "store" / "big.bin")
+    assert (tmp_path / "store" / "big.bin").read_bytes() == big
+    assert resident < pages // 10, f"{resident} of {pages} pages still cached"
+    resident, pages = _resident_pages(tmp_path / "store" / "small.json")
+    assert resident == pages

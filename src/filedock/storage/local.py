@@ -272,6 +272,7 @@ class LocalStorage:
                 f.flush()
                 if batch is None:
                     os.fsync(f.fileno())
+                    writeback.synced(size)
                 else:  # start writing it out now, fsync when the batch commits
                     writeback.rest(size)
                     batch.unsynced.append(path)
@@ -708,6 +709,7 @@ class LocalStorage:
             if size < offset:
                 raise Conflict(f"the upload holds {size} bytes, not {offset}")
             position = offset
+            writeback = Writeback(fd, offset)
             try:
                 with _enospc():
                     if size > offset:
@@ -720,9 +722,11 @@ class LocalStorage:
                             written = os.pwrite(fd, view, position)
                             view = view[written:]
                             position += written
+                        writeback.wrote(position)
                     if verify is not None:
                         verify()
                     os.fsync(fd)
+                    writeback.synced(position)
             except BaseException:
                 with suppress(OSError):
                     os.ftruncate(fd, offset)
@@ -830,25 +834,38 @@ class _Batch:
 
 class Writeback:
     """Write-behind for a file being streamed to disk: each window is handed to the disk as
-    soon as it is written, and the window before it is waited for. The disk then works while
-    the network delivers the rest, the fsync at the end has almost nothing left to do, and
-    the dirty pages of one upload stay bounded to two windows. (Linux sync_file_range(2); a
-    no-op elsewhere. Durability still comes from the fsync.)"""
+    soon as it is written, and the window before it is waited for, then dropped from the page
+    cache (it is clean by then). The disk works while the network delivers the rest, the fsync
+    at the end has almost nothing left to do, and a large upload passes through the same few
+    windows of memory instead of taking a new page for every 4 KiB it writes: it neither
+    evicts the files being read nor pays, in a virtual machine that hands free memory back to
+    its host, a host fault per page (1 GiB written to the page cache here: 0.3 s of system
+    time through recycled windows, 2.4 to 3.6 s through new pages). (Linux sync_file_range(2)
+    and posix_fadvise(2); a no-op elsewhere. Durability still comes from the fsync.)"""
 
     WINDOW_BYTES = 8 << 20
 
-    def __init__(self, fd: int) -> None:
-        self.fd, self.started, self.previous = fd, 0, -1
+    def __init__(self, fd: int, start: int = 0) -> None:
+        self.fd, self.first, self.started, self.previous = fd, start, start, -1
 
-    def wrote(self, size: int) -> None:
-        """size bytes of the file are written."""
-        if _SYNC_FILE_RANGE is None or size - self.started < self.WINDOW_BYTES:
+    def wrote(self, end: int) -> None:
+        """The file is written up to offset end."""
+        if _SYNC_FILE_RANGE is None or end - self.started < self.WINDOW_BYTES:
             return
-        _SYNC_FILE_RANGE(self.fd, self.started, size - self.started, _WRITE)
+        _SYNC_FILE_RANGE(self.fd, self.started, end - self.started, _WRITE)
         if self.previous >= 0:
             flags = _WAIT_BEFORE | _WRITE | _WAIT_AFTER
             _SYNC_FILE_RANGE(self.fd, self.previous, self.started - self.previous, flags)
-        self.previous, self.started = self.started, size
+            os.posix_fadvise(
+                self.fd, self.previous, self.started - self.previous, os.POSIX_FADV_DONTNEED
+            )
+        self.previous, self.started = self.started, end
+
+    def synced(self, end: int) -> None:
+        """The file is fsynced up to offset end: a write of a window or more leaves nothing
+        in the page cache (a small one stays, as it is likely read again soon)."""
+        if _SYNC_FILE_RANGE is not None and end - self.first >= self.WINDOW_BYTES:
+            os.posix_fadvise(self.fd, self.first, end - self.first, os.POSIX_FADV_DONTNEED)
 
     def rest(self, size: int) -> None:
         """Hand the part not handed yet to the disk, without waiting."""
