@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import html
+import io
 import ipaddress
 import json
 import logging
@@ -387,28 +388,32 @@ COALESCE_BYTES = 256 << 10
 
 
 class _BodyUnreader(SocketUnreader):  # type: ignore[misc]
-    """gunicorn's socket reader, but a large read with nothing buffered goes straight to the
-    socket for just that much. gunicorn reads up to 1 MiB ahead into a BytesIO and copies what
-    remains on every read: an upload read 256 KiB at a time was copied four or five times."""
+    """gunicorn's socket reader, but a large read goes straight to the socket for just that
+    much, after taking what is buffered. gunicorn reads up to 1 MiB ahead into a BytesIO and
+    copies what remains on every read: an upload read 256 KiB at a time was copied four or
+    five times, and once anything was buffered (the start of a body that came with its head)
+    every later read went that way."""
 
     def read(self, size: int | None = None, read_ahead: int | None = None) -> bytes:
         """size bytes (fewer at the end of the stream)."""
         if size is None or size < DIRECT_READ_BYTES:
             return bytes(super().read(size, read_ahead))
         self.buf.seek(0, os.SEEK_END)
-        if self.buf.tell():
+        buffered = self.buf.tell()
+        if buffered >= size:
             return bytes(super().read(size, read_ahead))
-        first = self.sock.recv(size)
-        if len(first) == size or not first:
-            return bytes(first)
-        parts, got = [first], len(first)
+        parts: list[bytes] = []
+        if buffered:
+            parts.append(self.buf.getvalue())
+            self.buf = io.BytesIO()
+        got = buffered
         while got < size:
             more = self.sock.recv(size - got)
             if not more:
                 break
             parts.append(more)
             got += len(more)
-        return b"".join(parts)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 # Reads of a request body at least this large skip gunicorn's read-ahead buffer.
