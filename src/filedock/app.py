@@ -8,7 +8,7 @@ from flask import Flask, Response, request
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import access, context, errors, metrics, request_ids, web
+from . import access, context, errors, hotpath, metrics, request_ids, web
 from .api import compat, docs, documents, files, health, presign, tus, whoami
 from .config import Settings
 from .routing import AnyPathConverter, came_from_utf8
@@ -44,7 +44,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     # streaming reader, which has its own bounds).
     app.config["MAX_FORM_MEMORY_SIZE"] = 64 << 10
     app.config["MAX_FORM_PARTS"] = 1000
-    context.init_app(app, settings, open_storage(settings))
+    storage = open_storage(settings)
+    context.init_app(app, settings, storage)
     errors.init_app(app)
     request_ids.init_app(app)
     metrics.init_app(app)
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     blueprints = (health.bp, compat.bp, files.bp, documents.bp, tus.bp, presign.bp, docs.bp)
     for blueprint in (*blueprints, whoami.bp, web.bp):
         app.register_blueprint(blueprint)
+    hotpath.install(app, settings, storage, EXPOSED_HEADERS)
     trust_proxies(app, settings.trusted_proxies)
     return app
 
