@@ -341,6 +341,22 @@ class _Response(wsgi.Response):  # type: ignore[misc]
         self.head = b""
         self.direct = False  # the head goes out on its own (before a sendfile)
 
+    def default_headers(self) -> list[str]:
+        """gunicorn's status line and headers, the Date made once a second, not per answer."""
+        connection = "close" if self.should_close() else "keep-alive"
+        if self.upgrade:
+            connection = "upgrade"
+        version = self.req.version
+        headers = [
+            f"HTTP/{version[0]}.{version[1]} {self.status}\r\n",
+            f"Server: {self.version}\r\n",
+            f"Date: {http_date()}\r\n",
+            f"Connection: {connection}\r\n",
+        ]
+        if self.chunked:
+            headers.append("Transfer-Encoding: chunked\r\n")
+        return headers
+
     def send_headers(self) -> None:
         """Build the head; keep it for the first write unless it must go out now."""
         if self.headers_sent:
@@ -381,6 +397,20 @@ class _Response(wsgi.Response):  # type: ignore[misc]
         data, self.head = self.head + tail, b""
         if data:
             self.sock.sendall(data)
+
+
+_date: tuple[int, str] = (0, "")
+
+
+def http_date() -> str:
+    """The HTTP date of this second (formatting it costs more than a small answer's headers)."""
+    global _date
+    now = int(time.time())
+    second, text = _date
+    if second != now:
+        text = util.http_date(now)
+        _date = (now, text)
+    return text
 
 
 # The largest body write sent together with the response head (a copy of both is made).
