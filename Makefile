@@ -69,7 +69,8 @@ $(BENCH_STAMP): $(STAMP)
 
 # make bench: the full side-by-side run (writes docs/benchmarks-results.md, .json and .png);
 # make bench QUICK=1: every workload at small sizes, in under two minutes
-# (both also run bench/s3.py: filedock on S3 against boto3 on the same SeaweedFS)
+# (both also run bench/s3.py: filedock on S3 against boto3 on the same SeaweedFS, and listing
+# times by number of objects; the full run writes docs/benchmarks-s3.json and -s3-listing.png)
 bench: $(BENCH_STAMP)
 	@command -v nginx >/dev/null && command -v wrk >/dev/null && command -v curl >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx wrk curl)
