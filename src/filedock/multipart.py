@@ -119,7 +119,7 @@ class MultipartReader:
     def _next(self) -> object:
         """The decoder's next event, reading more of the body when it needs data."""
         while True:
-            if self._decoder.state in _IN_DATA and self._unsettled(self._decoder.buffer):
+            if self._decoder.state in _IN_DATA and self._data_cut_short():
                 self._feed()
                 continue
             in_headers = self._decoder.state == State.PART
@@ -214,6 +214,17 @@ class MultipartReader:
         while self._unsettled(data):
             data += self._read()
         return data
+
+    def _data_cut_short(self) -> bool:
+        """Whether the decoder's buffer ends where more of the body could change what it
+        makes of it: within a delimiter, or before a part's data is long enough to tell
+        whether it starts with one (the line break ending the part's header counts as the
+        delimiter's, as when the whole body is in hand)."""
+        buffer = self._decoder.buffer
+        if self._decoder.state == State.DATA_START and not self._eof:
+            if len(buffer) < len(_LINE_BREAK) + len(self._dash_boundary) + 2:
+                return True
+        return self._unsettled(buffer)
 
     def _unsettled(self, data: bytes | bytearray) -> bool:
         """Whether data ends within what may follow a boundary in a delimiter (its padding,

@@ -926,6 +926,21 @@ def test_post_cut_short_past_its_first_read_is_400(
     assert objects(store_dir) == [] and staging(store_dir) == []
 
 
+def test_post_part_whose_header_ends_at_a_read_end(client: FlaskClient, store_dir: Path) -> None:
+    """A delimiter right after a part's header, sharing its line break, ends an empty part
+    (as when the body is read at once), wherever the body's first read ends."""
+    head = PART_HEAD[len(b"--xYzZy\r\n") :]
+    rest = b'--xYzZy\r\nContent-Disposition: form-data; name="file"; filename="g.bin"\r\n\r\ng'
+    for offset in range(-len(rest), 4):
+        preamble = b"p" * (bodies.READ_BYTES - len(head) - len(b"\r\n--xYzZy\r\n") + offset)
+        body = preamble + b"\r\n--xYzZy\r\n" + head + rest + CLOSE
+        response = post_form(client, body)
+        assert response.status_code == 201, (offset, response.json)
+        saved = [(i["path"], i["size"]) for i in response.json["saved"]]
+        assert saved == [("f.bin", 0), ("g.bin", 1)], offset
+    assert staging(store_dir) == []
+
+
 def test_post_large_files_and_fields_in_any_order(client: FlaskClient, store_dir: Path) -> None:
     one, two = os.urandom(700_000), os.urandom(300_001)
     body = multipart(
