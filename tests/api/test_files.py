@@ -16,6 +16,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
+from filedock import bodies
+from filedock import multipart as multipart_module
 from filedock.app import create_app
 from filedock.config import Settings
 from tests.hostile import HOSTILE_FILENAMES, HOSTILE_URL_PATHS, SENTINEL
@@ -829,6 +831,128 @@ def test_post_content_digest(client: FlaskClient, store_dir: Path) -> None:
         f"{API}/files", data=body, content_type=content_type, headers={"Content-Digest": good}
     )
     assert right.status_code == 201
+
+
+# A file part's data is read in pieces: the first ends with the body's first read, the next at
+# a page boundary of the file, then every body read later. A delimiter, or what only looks
+# like the start of one, is placed across each of these ends at every offset.
+BOUNDARY = b"xYzZy"
+PART_HEAD = b'--xYzZy\r\nContent-Disposition: form-data; name="file"; filename="f.bin"\r\n\r\n'
+OVERWRITE = b'Content-Disposition: form-data; name="overwrite"\r\n\r\ntrue'
+CLOSE = b"\r\n--xYzZy\r\n" + OVERWRITE + b"\r\n--xYzZy--\r\n"  # fields may follow files
+
+
+def read_ends(head: int) -> list[int]:
+    """Where, in a file part's data that starts head bytes into the body, its pieces end."""
+    first = bodies.READ_BYTES - head
+    page = -(-first // multipart_module.PAGE_BYTES) * multipart_module.PAGE_BYTES
+    return [first, page, page + bodies.READ_BYTES]
+
+
+def across_read_ends(head: int, span: int) -> list[int]:
+    """Lengths of data that put its next span bytes across each end at every offset."""
+    return [end - offset for end in read_ends(head) for offset in range(-2, span + 3)]
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        b"",
+        b"\r",
+        b"\n",
+        b"\r\n",
+        b"\r\r\n\n",
+        b"-",
+        b"\r\n-",
+        b"\r\n--",
+        b"\r\n--xYz",
+        b"\n--xYzZ",
+        b"\r--xYzZ",
+        b"--xYzZy",
+        b"\r\n--xYzZyx",
+        b"\r\n--xYzZy-x",
+        b"\r\n--xYzZy\tx",
+    ],
+    ids=repr,
+)
+def test_post_file_ending_in_what_may_begin_a_delimiter(
+    client: FlaskClient, store_dir: Path, tail: bytes
+) -> None:
+    """The data is kept as sent, up to the delimiter, wherever the body's reads end."""
+    for size in across_read_ends(len(PART_HEAD), len(tail) + len(b"\r\n--xYzZy\r\n")):
+        data = b"a" * (size - len(tail)) + tail
+        response = post_form(client, PART_HEAD + data + CLOSE)
+        assert response.status_code == 201, (size, response.json)
+        saved = response.json["saved"][0]
+        assert (saved["size"], saved["sha256"]) == (len(data), sha(data)), size
+    assert (store_dir / "f.bin").read_bytes() == data
+    assert staging(store_dir) == []
+
+
+@pytest.mark.parametrize("padding", [b"", b" ", b" \t \t"], ids=len)
+@pytest.mark.parametrize("line_break", [b"\r\n", b"\n"], ids=repr)
+def test_post_files_split_by_a_delimiter_across_read_ends(
+    client: FlaskClient, store_dir: Path, padding: bytes, line_break: bytes
+) -> None:
+    """A delimiter between two files, with transport padding after its boundary and a
+    line break a client may send bare, is found wherever the body's reads end."""
+    delimiter = line_break + b"--xYzZy" + padding + line_break
+    second_head = b'Content-Disposition: form-data; name="file"; filename="g.bin"\r\n\r\n'
+    for size in across_read_ends(len(PART_HEAD), len(delimiter) + 4):
+        first = b"b" * size
+        second = b"second\r\n--xYzZ"
+        body = PART_HEAD + first + delimiter + second_head + second + CLOSE
+        response = post_form(client, body)
+        assert response.status_code == 201, (size, response.json)
+        saved = [(i["path"], i["size"], i["sha256"]) for i in response.json["saved"]]
+        assert saved == [
+            ("f.bin", len(first), sha(first)),
+            ("g.bin", len(second), sha(second)),
+        ], size
+    assert staging(store_dir) == []
+
+
+@pytest.mark.parametrize(
+    "end", [b"", b"\r", b"\r\n", b"\r\n--xYz", b"\r\n--xYzZy", b"\r\n--xYzZy ", b"\r\n--xYzZy-"]
+)
+def test_post_cut_short_past_its_first_read_is_400(
+    client: FlaskClient, store_dir: Path, end: bytes
+) -> None:
+    for size in across_read_ends(len(PART_HEAD), len(end))[-6:]:
+        body = PART_HEAD + b"c" * size + end
+        response = post_form(client, body)
+        assert response.status_code == 400, (size, response.json)
+        assert response.json["code"] == "bad-request"
+    assert objects(store_dir) == [] and staging(store_dir) == []
+
+
+def test_post_part_whose_header_ends_at_a_read_end(client: FlaskClient, store_dir: Path) -> None:
+    """A delimiter right after a part's header, sharing its line break, ends an empty part
+    (as when the body is read at once), wherever the body's first read ends."""
+    head = PART_HEAD[len(b"--xYzZy\r\n") :]
+    rest = b'--xYzZy\r\nContent-Disposition: form-data; name="file"; filename="g.bin"\r\n\r\ng'
+    for offset in range(-len(rest), 4):
+        preamble = b"p" * (bodies.READ_BYTES - len(head) - len(b"\r\n--xYzZy\r\n") + offset)
+        body = preamble + b"\r\n--xYzZy\r\n" + head + rest + CLOSE
+        response = post_form(client, body)
+        assert response.status_code == 201, (offset, response.json)
+        saved = [(i["path"], i["size"]) for i in response.json["saved"]]
+        assert saved == [("f.bin", 0), ("g.bin", 1)], offset
+    assert staging(store_dir) == []
+
+
+def test_post_large_files_and_fields_in_any_order(client: FlaskClient, store_dir: Path) -> None:
+    one, two = os.urandom(700_000), os.urandom(300_001)
+    body = multipart(
+        ("file", "one.bin", one),
+        ("dir", None, b"in"),
+        ("file", "two.bin", two),
+        ("overwrite", None, b"true"),
+    )
+    response = post_form(client, b"a preamble\r\n" + body + b"an epilogue")
+    assert response.status_code == 201, response.json
+    assert (store_dir / "in" / "one.bin").read_bytes() == one
+    assert (store_dir / "in" / "two.bin").read_bytes() == two
 
 
 # -- hostile paths on every endpoint -------------------------------------------------------------
