@@ -394,6 +394,8 @@ class _BodyUnreader(SocketUnreader):  # type: ignore[misc]
     five times, and once anything was buffered (the start of a body that came with its head)
     every later read went that way."""
 
+    buf: io.BytesIO  # gunicorn's read-ahead buffer
+
     def read(self, size: int | None = None, read_ahead: int | None = None) -> bytes:
         """size bytes (fewer at the end of the stream)."""
         if size is None or size < DIRECT_READ_BYTES:
