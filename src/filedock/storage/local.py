@@ -59,10 +59,9 @@ SWEEP_EVERY_SECONDS = 600
 # A staging file without an owner record is left alone this long: its owner may be between
 # creating its record and the listing that missed it.
 ORPHAN_AGE_SECONDS = 600
-# Write-behind windows of a tus chunk (see Writeback): a chunk is fsynced when it ends, so
-# its windows are small enough that most of it is on disk by then (8 MiB chunks: the fsync
-# that answers each one waited 4 ms with one 8 MiB window, 0.5 ms with 2 MiB ones).
-UPLOAD_WINDOW_BYTES = 2 << 20
+# A tus chunk is fsynced when it ends, so its data is handed to the disk in steps this large
+# as it arrives (see Writeback), and the fsync that answers the chunk has little left to write.
+UPLOAD_STEP_BYTES = 2 << 20
 # How often a commit makes its folders again when deletes beside it keep removing them.
 PARENT_ATTEMPTS = 100
 
@@ -717,7 +716,7 @@ class LocalStorage:
             if size < offset:
                 raise Conflict(f"the upload holds {size} bytes, not {offset}")
             position = offset
-            writeback = Writeback(fd, offset, UPLOAD_WINDOW_BYTES)
+            writeback = Writeback(fd, offset, step_bytes=UPLOAD_STEP_BYTES)
             try:
                 with _enospc():
                     if size > offset:
@@ -853,15 +852,19 @@ class Writeback:
 
     WINDOW_BYTES = 8 << 20
 
-    def __init__(self, fd: int, start: int = 0, window_bytes: int = WINDOW_BYTES) -> None:
+    def __init__(self, fd: int, start: int = 0, step_bytes: int = WINDOW_BYTES) -> None:
         self.fd, self.first, self.started, self.previous = fd, start, start, -1
-        self.window = window_bytes
+        self.step, self.handed = step_bytes, start  # handed to the disk in steps this large
 
     def wrote(self, end: int) -> None:
         """The file is written up to offset end."""
-        if _SYNC_FILE_RANGE is None or end - self.started < self.window:
+        if _SYNC_FILE_RANGE is None:
             return
-        _SYNC_FILE_RANGE(self.fd, self.started, end - self.started, _WRITE)
+        if end - self.handed >= self.step:
+            _SYNC_FILE_RANGE(self.fd, self.handed, end - self.handed, _WRITE)
+            self.handed = end
+        if end - self.started < self.WINDOW_BYTES:
+            return
         if self.previous >= 0:
             flags = _WAIT_BEFORE | _WRITE | _WAIT_AFTER
             _SYNC_FILE_RANGE(self.fd, self.previous, self.started - self.previous, flags)
@@ -873,13 +876,13 @@ class Writeback:
     def synced(self, end: int) -> None:
         """The file is fsynced up to offset end: a write of a window or more leaves nothing
         in the page cache (a small one stays, as it is likely read again soon)."""
-        if _SYNC_FILE_RANGE is not None and end - self.first >= self.window:
+        if _SYNC_FILE_RANGE is not None and end - self.first >= self.WINDOW_BYTES:
             os.posix_fadvise(self.fd, self.first, end - self.first, os.POSIX_FADV_DONTNEED)
 
     def rest(self, size: int) -> None:
         """Hand the part not handed yet to the disk, without waiting."""
-        if _SYNC_FILE_RANGE is not None and size > self.started:
-            _SYNC_FILE_RANGE(self.fd, self.started, size - self.started, _WRITE)
+        if _SYNC_FILE_RANGE is not None and size > self.handed:
+            _SYNC_FILE_RANGE(self.fd, self.handed, size - self.handed, _WRITE)
 
 
 def _open_making_folder(path: str, flags: int, mode: int = 0o666) -> int:
