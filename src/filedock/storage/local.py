@@ -639,8 +639,9 @@ class LocalStorage:
         return Record(value, hashlib.sha256(value).hexdigest())
 
     def put_record(self, name: str, value: bytes, expect: Expect = ANYTHING) -> Record:
-        """Write a record atomically (tmp, fsync, rename) if `expect` holds; the check and
-        the rename happen under the record's lock, so every process sees one order."""
+        """Write a record atomically and durably (tmp, fsync, rename, fsync of its folder) if
+        `expect` holds; the check and the rename happen under the record's lock, so every
+        process sees one order."""
         path = self._record_path(name)
         tmp = f"{path}.{uuid.uuid4().hex}.tmp"
         try:
@@ -657,6 +658,7 @@ class LocalStorage:
                 if not isinstance(expect, Anything):  # nothing to check (or read) otherwise
                     check_record_expect(name, self.get_record(name), expect)
                 os.replace(tmp, path)
+            _fsync_dir(os.path.dirname(path))  # the rename too survives a power loss
             return Record(bytes(value), hashlib.sha256(value).hexdigest())
         finally:
             with suppress(FileNotFoundError):
