@@ -116,3 +116,41 @@ def test_a_json_document_is_durable_before_it_is_acknowledged(
     put = requests.put(server.url + "/api/v1/json/labels.json", json={"thor": "3"}, timeout=30)
     assert put.status_code == 201
     check_order(finish(), store_dir, ["labels.json"])
+
+
+def test_a_tus_chunk_and_its_offset_are_durable_before_the_answer(
+    traced: tuple[LiveServer, Callable[[], str]], store_dir: Path
+) -> None:
+    """The chunk's data is fsynced, then the upload's record (with the new offset) is fsynced,
+    renamed into place and its folder fsynced, all before the 204."""
+    server, finish = traced
+    tus = {"Tus-Resumable": "1.0.0"}
+    created = requests.post(
+        server.url + "/api/v1/uploads",
+        headers=tus | {"Upload-Length": "200000", "Upload-Metadata": "path dC5iaW4="},
+        timeout=30,
+    )
+    assert created.status_code == 201, created.text
+    upload_id = created.headers["Location"].rsplit("/", 1)[1]
+    patched = requests.patch(
+        server.url + created.headers["Location"],
+        data=b"x" * 100_000,
+        headers=tus | {"Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"},
+        timeout=30,
+    )
+    assert patched.status_code == 204 and patched.headers["Upload-Offset"] == "100000"
+    text = finish()
+    record = [m for line in text.splitlines() if (m := RENAME.match(line))
+              and m["dst"].endswith(f"/uploads/{upload_id}.json")][-1]  # fmt: skip
+    thread = record.group(1)
+    lines = [line for line in text.splitlines() if line.startswith(thread + " ")]
+    renamed = lines.index(record.string)
+    answered = next(i for i, line in enumerate(lines) if i > renamed and ANSWER.match(line))
+    fsynced = [(i, m["path"]) for i, line in enumerate(lines) if (m := FSYNC.match(line))]
+    data = [i for i, path in fsynced if path.endswith(f"/uploads/{upload_id}.part")]
+    assert data and data[-1] < renamed, "the chunk was not fsynced before its offset was saved"
+    assert any(path == record["src"] for i, path in fsynced if i < renamed), "record not fsynced"
+    folder = str(Path(record["dst"]).parent)
+    assert any(path == folder for i, path in fsynced if renamed < i < answered), (
+        "the record's folder was not fsynced before the answer"
+    )

@@ -181,6 +181,18 @@ def test_state_saved_with_openssl_resumes_without_it(store: Any) -> None:
     assert upload.sha256 == hashlib.sha256(data).hexdigest()
 
 
+def test_a_record_read_before_the_lock_is_read_again_under_it(store: Any) -> None:
+    """A caller passes the record it read; another request's chunk landed since: the offset
+    is checked against the record as it is once the lock is held, not the one passed in."""
+    uploads = Uploads(store, 100)
+    stale = uploads.create(6, "", target())
+    uploads.append(stale.id, 0, io.BytesIO(b"abc"), 3, known=stale)
+    with pytest.raises(OffsetMismatch):
+        uploads.append(stale.id, 0, io.BytesIO(b"xyz"), 3, known=stale)
+    upload = uploads.append(stale.id, 3, io.BytesIO(b"def"), 3, known=stale)
+    assert upload.done and upload.sha256 == hashlib.sha256(b"abcdef").hexdigest()
+
+
 def test_offset_and_length_rules(store: Any) -> None:
     uploads = Uploads(store, 100)
     upload = uploads.create(10, "", target())

@@ -32,7 +32,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import IO, Any, BinaryIO, Protocol, cast
 
 from .mediatypes import choose_type
@@ -148,13 +148,18 @@ class Upload:
         return Key(self.key)
 
     def to_json(self) -> bytes:
-        """The record as stored."""
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
+        """The record as stored (every field, flat: no need for asdict's deep copy, which was
+        a third of the cost of saving the record after each chunk)."""
+        values = {name: getattr(self, name) for name in _UPLOAD_FIELDS}
+        return json.dumps(values, separators=(",", ":")).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> Upload:
         """Read a stored record."""
         return cls(**json.loads(data))
+
+
+_UPLOAD_FIELDS = tuple(f.name for f in fields(Upload))
 
 
 def parse_metadata(header: str | None) -> dict[str, str]:
@@ -437,12 +442,14 @@ class Uploads:
         body: IO[bytes],
         content_length: int | None,
         checksum: Checksum | None = None,
+        known: Upload | None = None,
     ) -> Upload:
-        """Write a chunk at offset; the last one commits the upload to its target.
+        """Write a chunk at offset; the last one commits the upload to its target. `known`
+        is the upload's record if the caller just read it (it is read again under the lock).
 
         Raises OffsetMismatch, TooLarge (chunk past Upload-Length), ChecksumMismatch,
         Locked (another request is writing), TargetExists / Conflict at commit."""
-        upload = self.get(upload_id)
+        upload = known if known is not None and known.id == upload_id else self.get(upload_id)
         if upload.done:
             return self._append_done(upload, offset, content_length)
         try:

@@ -51,7 +51,13 @@ def uploads() -> Uploads:
     )
 
 
-def append_body(rules: Uploads, upload_id: str, offset: int, checksum: Checksum | None) -> Upload:
+def append_body(
+    rules: Uploads,
+    upload_id: str,
+    offset: int,
+    checksum: Checksum | None,
+    known: Upload | None = None,
+) -> Upload:
     """Append this request's body to the upload at offset.
 
     A body that ends before its Content-Length, or a chunked one that breaks off before its
@@ -60,7 +66,9 @@ def append_body(rules: Uploads, upload_id: str, offset: int, checksum: Checksum 
     not acknowledged: a broken request never gets a success answer, unless the bytes that
     arrived were all the upload still lacked (it is then complete, and committed)."""
     body = BodyReader(request.stream, request.content_length)
-    upload = rules.append(upload_id, offset, cast(BinaryIO, body), request.content_length, checksum)
+    upload = rules.append(
+        upload_id, offset, cast(BinaryIO, body), request.content_length, checksum, known
+    )
     if body.incomplete and not upload.done:
         raise ApiError(
             400,
@@ -166,7 +174,7 @@ def post_upload() -> Any:
     url = location(upload.id)
     if has_body:
         try:
-            upload = append_body(rules, upload.id, 0, checksum)
+            upload = append_body(rules, upload.id, 0, checksum, upload)
         except Exception as exc:  # the upload exists: tell the client where, with the error
             response = to_response(exc)
             response.headers["Location"] = url
@@ -195,7 +203,7 @@ def patch_upload(upload_id: str) -> Any:
         raise ApiError(415, "unsupported-media-type", f"a PATCH body must be {OFFSET_OCTET_STREAM}")
     offset = parse_offset(request.headers.get("Upload-Offset"), "Upload-Offset")
     checksum = parse_checksum(request.headers.get("Upload-Checksum"))
-    upload = append_body(rules, upload.id, offset, checksum)
+    upload = append_body(rules, upload.id, offset, checksum, upload)
     headers = upload_headers(upload)
     del headers["Upload-Length"]
     return empty(204, headers)

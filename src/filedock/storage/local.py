@@ -59,6 +59,9 @@ SWEEP_EVERY_SECONDS = 600
 # A staging file without an owner record is left alone this long: its owner may be between
 # creating its record and the listing that missed it.
 ORPHAN_AGE_SECONDS = 600
+# A tus chunk is fsynced when it ends, so its data is handed to the disk in steps this large
+# as it arrives (see Writeback), and the fsync that answers the chunk has little left to write.
+UPLOAD_STEP_BYTES = 2 << 20
 # How often a commit makes its folders again when deletes beside it keep removing them.
 PARENT_ATTEMPTS = 100
 
@@ -157,8 +160,7 @@ class LocalStorage:
     def _lock(self, key: str) -> Iterator[None]:
         """An exclusive lock on key, held across threads and processes of this machine."""
         path = self._hashed("locks", key, ".lock")
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = _open_making_folder(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -637,19 +639,26 @@ class LocalStorage:
         return Record(value, hashlib.sha256(value).hexdigest())
 
     def put_record(self, name: str, value: bytes, expect: Expect = ANYTHING) -> Record:
-        """Write a record atomically (tmp, fsync, rename) if `expect` holds; the check and
-        the rename happen under the record's lock, so every process sees one order."""
+        """Write a record atomically and durably (tmp, fsync, rename, fsync of its folder) if
+        `expect` holds; the check and the rename happen under the record's lock, so every
+        process sees one order."""
         path = self._record_path(name)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.{uuid.uuid4().hex}.tmp"
         try:
-            with _enospc(), open(tmp, "xb") as f:
-                f.write(value)
-                f.flush()
-                os.fsync(f.fileno())
+            with _enospc():
+                fd = _open_making_folder(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC)
+                try:
+                    view = memoryview(value)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
             with self._lock("record:" + name):
-                check_record_expect(name, self.get_record(name), expect)
+                if not isinstance(expect, Anything):  # nothing to check (or read) otherwise
+                    check_record_expect(name, self.get_record(name), expect)
                 os.replace(tmp, path)
+            _fsync_dir(os.path.dirname(path))  # the rename too survives a power loss
             return Record(bytes(value), hashlib.sha256(value).hexdigest())
         finally:
             with suppress(FileNotFoundError):
@@ -709,7 +718,7 @@ class LocalStorage:
             if size < offset:
                 raise Conflict(f"the upload holds {size} bytes, not {offset}")
             position = offset
-            writeback = Writeback(fd, offset)
+            writeback = Writeback(fd, offset, step_bytes=UPLOAD_STEP_BYTES)
             try:
                 with _enospc():
                     if size > offset:
@@ -845,14 +854,19 @@ class Writeback:
 
     WINDOW_BYTES = 8 << 20
 
-    def __init__(self, fd: int, start: int = 0) -> None:
+    def __init__(self, fd: int, start: int = 0, step_bytes: int = WINDOW_BYTES) -> None:
         self.fd, self.first, self.started, self.previous = fd, start, start, -1
+        self.step, self.handed = step_bytes, start  # handed to the disk in steps this large
 
     def wrote(self, end: int) -> None:
         """The file is written up to offset end."""
-        if _SYNC_FILE_RANGE is None or end - self.started < self.WINDOW_BYTES:
+        if _SYNC_FILE_RANGE is None:
             return
-        _SYNC_FILE_RANGE(self.fd, self.started, end - self.started, _WRITE)
+        if end - self.handed >= self.step:
+            _SYNC_FILE_RANGE(self.fd, self.handed, end - self.handed, _WRITE)
+            self.handed = end
+        if end - self.started < self.WINDOW_BYTES:
+            return
         if self.previous >= 0:
             flags = _WAIT_BEFORE | _WRITE | _WAIT_AFTER
             _SYNC_FILE_RANGE(self.fd, self.previous, self.started - self.previous, flags)
@@ -869,8 +883,17 @@ class Writeback:
 
     def rest(self, size: int) -> None:
         """Hand the part not handed yet to the disk, without waiting."""
-        if _SYNC_FILE_RANGE is not None and size > self.started:
-            _SYNC_FILE_RANGE(self.fd, self.started, size - self.started, _WRITE)
+        if _SYNC_FILE_RANGE is not None and size > self.handed:
+            _SYNC_FILE_RANGE(self.fd, self.handed, size - self.handed, _WRITE)
+
+
+def _open_making_folder(path: str, flags: int, mode: int = 0o666) -> int:
+    """os.open(path), making its folder first if it is missing (rarely: not on every call)."""
+    try:
+        return os.open(path, flags, mode)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return os.open(path, flags, mode)
 
 
 def _hash_file(path: str) -> str:
