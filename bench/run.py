@@ -762,9 +762,6 @@ def run_server(
             for label, fn in SMALL if "small" in groups else []:
                 for name, value in attempt(s, label, fn, c) or []:
                     out.setdefault(name, []).append(value)
-            for rate in RATES if "json" in groups else []:
-                for label, result in attempt(s, rate.__name__, rate, c) or []:
-                    out.setdefault(label, []).append(result)
             for scaling in SCALING if "scaling" in groups else []:
                 for label, result in attempt(s, scaling.__name__, scaling, c) or []:
                     out.setdefault(label, []).append(result)
@@ -776,6 +773,31 @@ def run_server(
                     (root / p.name).unlink(missing_ok=True)
     finally:
         s.stop()
+    return out
+
+
+def interleaved_rates(
+    selection: list[Server], c: Context, rounds: int
+) -> dict[str, dict[str, list[Result]]]:
+    """The small-request workloads (wrk) with every server running at once, taking turns:
+    round after round, each server in turn. A shared machine's speed drifts over minutes
+    (two identical 10 s runs a few minutes apart differed by up to 2× here); taking turns
+    gives every server the same share of fast and slow moments, so the ratios compare the
+    servers rather than the moments they were measured in."""
+    out: dict[str, dict[str, list[Result]]] = {s.name: {} for s in selection}
+    started: list[Server] = []
+    try:
+        for s in selection:
+            s.start(c.work)
+            started.append(s)
+        for _ in range(rounds):
+            for s in started:
+                for rate in RATES:
+                    for label, result in attempt(s, rate.__name__, rate, c) or []:
+                        out[s.name].setdefault(label, []).append(result)
+    finally:
+        for s in started:
+            s.stop()
     return out
 
 
@@ -845,7 +867,9 @@ def report(results: dict[str, dict[str, Result]], sizes: Sizes, names: list[str]
                      + " | ".join("–" if x is None else f"{x:.2f}×" for x in rs) + " |")  # fmt: skip
     size = f"{sizes.big / MIB:,.0f} MiB"
     head = (f"Transfers of {size}; {sizes.small_count} files of {sizes.small >> 10} KiB; JSON with "
-            f"`wrk -t2 -c32 -d{sizes.wrk_seconds}s`; median of {sizes.runs} run(s). Ratios are "
+            f"`wrk -t2 -c32 -d{sizes.wrk_seconds}s`, the servers running at once and taking "
+            f"turns, median of {max(3, sizes.runs)} rounds; everything else median of "
+            f"{sizes.runs} run(s), one server at a time. Ratios are "
             "filedock ÷ reference, oriented so that above 1× means filedock is better.")  # fmt: skip
     return head + "\n\n" + "\n".join(lines) + "\n"
 
@@ -1021,10 +1045,16 @@ def main() -> None:
             p.write_bytes(os.urandom(sizes.small))
             smalls.append(p)
         context = Context(sizes, work, payload, smalls)
+        groups = tuple(args.only.split(","))
+        raws: dict[str, dict[str, list[Result]]] = {}
+        if "json" in groups:
+            t0 = time.perf_counter()
+            raws = interleaved_rates(servers(names), context, max(3, sizes.runs))
+            print(f"small requests: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
         results: dict[str, dict[str, Result]] = {}
         for server in servers(names):
             t0 = time.perf_counter()
-            raw = run_server(server, context, sizes.runs, tuple(args.only.split(",")))
+            raw = raws.get(server.name, {}) | run_server(server, context, sizes.runs, groups)
             results[server.name] = {label: median(rs) for label, rs in raw.items()}
             print(f"{server.name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
 
