@@ -313,3 +313,24 @@ def test_a_large_write_passes_through_the_page_cache_without_staying(
     assert resident < pages // 10, f"{resident} of {pages} pages still cached"
     resident, pages = _resident_pages(tmp_path / "store" / "small.json")
     assert resident == pages
+
+
+def test_a_commit_adds_no_file_beside_the_object_and_an_edit_in_place_is_seen(
+    local: LocalStorage, tmp_path: Path
+) -> None:
+    """The hash travels with the file (an extended attribute set before the rename), so a
+    commit creates no side file and no lock file per key; an edit in place still shows."""
+    for i in range(20):
+        local.put(Key(f"f/{i}.txt"), io.BytesIO(b"first %d" % i), "text/plain")
+    state = tmp_path / "store" / ".filedock"
+    assert [p for p in (state / "meta").rglob("*") if p.is_file()] == []
+    assert [p.name for p in (state / "locks").rglob("*") if p.is_file()] == ["keys"]
+    path = tmp_path / "store" / "f" / "3.txt"
+    inode = path.stat().st_ino
+    with open(path, "r+b") as f:  # same inode, same size, new bytes, a later mtime
+        f.write(b"FIRST 3")
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1_000_000))
+    assert path.stat().st_ino == inode
+    info = local.stat(Key("f/3.txt"))
+    assert info.sha256 == hashlib.sha256(b"FIRST 3").hexdigest()
+    assert local.stat(Key("f/4.txt")).sha256 == hashlib.sha256(b"first 4").hexdigest()

@@ -11,6 +11,7 @@ import itertools
 import json
 import os
 import stat as statmod
+import struct
 import threading
 import time
 import uuid
@@ -132,6 +133,7 @@ class LocalStorage:
         self._swept = 0.0
         self._batches = threading.local()
         self._locker = FileLocker(os.path.join(self._state, "locks", "names"))
+        self._key_locks = os.path.join(self._state, "locks", "keys")
         self.sweep_staging()
 
     def locker(self) -> FileLocker:
@@ -158,25 +160,40 @@ class LocalStorage:
 
     @contextmanager
     def _lock(self, key: str) -> Iterator[None]:
-        """An exclusive lock on key, held across threads and processes of this machine."""
-        path = self._hashed("locks", key, ".lock")
-        fd = _open_making_folder(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        """An exclusive lock on key, held across threads and processes of this machine: a
+        byte of one shared file, at an offset given by the key's hash (open file description
+        locks, which threads of one process hold against each other too). A lock file per key
+        cost a new file for every new key (about 0.5 ms of system time per upload on a
+        virtual machine here); where these locks are missing, that is what is used."""
+        if _OFD_SETLKW is None:
+            path = self._hashed("locks", key, ".lock")
+            fd = _open_making_folder(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        else:
+            fd = os.open(self._key_locks, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            if _OFD_SETLKW is None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            else:
+                digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
+                offset = int.from_bytes(digest[:7], "big")  # 56 bits: a collision only waits
+                fcntl.fcntl(fd, _OFD_SETLKW, _flock(fcntl.F_WRLCK, offset))
             yield
         finally:
-            os.close(fd)
+            os.close(fd)  # releases the lock
 
     # -- metadata ----------------------------------------------------------------------------
 
     def _info(self, key: str, path: str, st: os.stat_result) -> ObjectInfo:
-        """Describe a file, using the cached hash when the file has not changed since."""
-        meta_path = self._hashed("meta", key, ".json")
+        """Describe a file, using the cached hash when the file has not changed since: the
+        one its commit attached to it, else the one a side file keeps for a hand-placed file."""
         stamp = [st.st_ino, st.st_size, st.st_mtime_ns]
-        meta: dict[str, object] = {}
-        with suppress(OSError, ValueError):
-            with open(meta_path, "rb") as f:
-                meta = json.load(f)
+        meta = _attached_meta(path)
+        if meta.get("stamp") != stamp or not isinstance(meta.get("sha256"), str):
+            meta_path = self._hashed("meta", key, ".json")
+            meta = {}
+            with suppress(OSError, ValueError):
+                with open(meta_path, "rb") as f:
+                    meta = json.load(f)
         if meta.get("stamp") != stamp or not isinstance(meta.get("sha256"), str):
             meta = {"stamp": stamp, "sha256": _hash_file(path), "content_type": guess_type(key)}
             with suppress(OSError):
@@ -440,7 +457,8 @@ class LocalStorage:
             if batch is not None:
                 self._sync_staged(batch)
             with _enospc():
-                self._write_meta(self._hashed("meta", key, ".json"), meta)
+                if not _attach_meta(staging, meta):
+                    self._write_meta(self._hashed("meta", key, ".json"), meta)
                 os.chmod(staging, 0o644)
                 self._rename_into(key, staging, path, parent)
                 if batch is None:
@@ -887,6 +905,14 @@ class Writeback:
             _SYNC_FILE_RANGE(self.fd, self.handed, size - self.handed, _WRITE)
 
 
+_OFD_SETLKW: int | None = getattr(fcntl, "F_OFD_SETLKW", None)
+
+
+def _flock(kind: int, offset: int) -> bytes:
+    """A struct flock for one byte at offset (l_pid 0, as open file description locks need)."""
+    return struct.pack("hhqqi", kind, os.SEEK_SET, offset, 1, 0)
+
+
 def _open_making_folder(path: str, flags: int, mode: int = 0o666) -> int:
     """os.open(path), making its folder first if it is missing (rarely: not on every call)."""
     try:
@@ -894,6 +920,38 @@ def _open_making_folder(path: str, flags: int, mode: int = 0o666) -> int:
     except FileNotFoundError:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         return os.open(path, flags, mode)
+
+
+# A committed file carries its hash and media type in an extended attribute: written with
+# the file before it is renamed into place, so the two can never disagree, and it costs no
+# side file (creating one cost about 0.5 ms of system time per upload on a virtual machine
+# here). Its stamp (inode, size, mtime) tells whether the file was changed in place since.
+META_XATTR = "user.filedock.meta"
+
+
+def _attach_meta(path: str, meta: dict[str, object]) -> bool:
+    """Attach meta to the file at path; False where the file system keeps no such attribute
+    (the caller then writes a side file)."""
+    if not hasattr(os, "setxattr"):
+        return False
+    try:
+        os.setxattr(path, META_XATTR, json.dumps(meta, separators=(",", ":")).encode())
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        return False
+    return True
+
+
+def _attached_meta(path: str) -> dict[str, object]:
+    """The meta attached to the file at path by its commit, {} if none (or unreadable)."""
+    if not hasattr(os, "getxattr"):
+        return {}
+    try:
+        meta = json.loads(os.getxattr(path, META_XATTR))
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 def _hash_file(path: str) -> str:
