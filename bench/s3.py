@@ -34,6 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))
 
+from run import cpu_seconds, tree_pids  # noqa: E402  (bench/run.py, beside this file)
+
 from tests.seaweed import BUCKET, Seaweed, free_ports  # noqa: E402
 
 MIB = 1 << 20
@@ -41,20 +43,6 @@ TARGET_RATIO = 0.8
 RSS_LIMIT_MIB = 64
 PARTS = ("transfers", "listing", "listing_scaling")
 PUT_THREADS = 32  # boto3 put_object calls at once when filling a prefix
-
-
-def tree_pids(pid: int) -> list[int]:
-    """pid and its descendants (those alive)."""
-    pids, found = [pid], []
-    while pids:
-        current = pids.pop()
-        try:
-            with open(f"/proc/{current}/task/{current}/children") as f:
-                pids += [int(p) for p in f.read().split()]
-        except OSError:
-            continue
-        found.append(current)
-    return found
 
 
 def tree_rss_kib(pid: int) -> int:
@@ -69,18 +57,6 @@ def tree_rss_kib(pid: int) -> int:
         except OSError:
             continue
     return total
-
-
-def tree_cpu_s(pid: int) -> float:
-    """User + system CPU seconds used so far by a process and its (live) descendants."""
-    ticks = 0
-    for current in tree_pids(pid):
-        try:
-            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 class Peak:
@@ -282,11 +258,11 @@ def listing_scaling(weed: Seaweed, counts: list[int]) -> dict[str, Any]:
         proc, url = start_filedock(weed, "scale", workers=1)
         try:
             for attempt in ("first", "again"):
-                cpu = tree_cpu_s(proc.pid)
+                cpu = cpu_seconds(proc.pid)
                 start = time.perf_counter()
                 seen = list_everything(url, prefix)
                 row[f"{attempt}_s"] = time.perf_counter() - start
-                row[f"{attempt}_server_cpu_s"] = round(tree_cpu_s(proc.pid) - cpu, 2)
+                row[f"{attempt}_server_cpu_s"] = round(cpu_seconds(proc.pid) - cpu, 2)
                 if seen != count:
                     raise RuntimeError(f"listing gave {seen} of {count} objects")
         finally:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.api.test_tus import create_live
 from tests.conftest import LiveServer, start_server
 
 FSYNC = re.compile(r"^(\d+) +fsync\(\d+<(?P<path>[^>]*)>\) = 0")
@@ -125,15 +126,10 @@ def test_a_tus_chunk_and_its_offset_are_durable_before_the_answer(
     renamed into place and its folder fsynced, all before the 204."""
     server, finish = traced
     tus = {"Tus-Resumable": "1.0.0"}
-    created = requests.post(
-        server.url + "/api/v1/uploads",
-        headers=tus | {"Upload-Length": "200000", "Upload-Metadata": "path dC5iaW4="},
-        timeout=30,
-    )
-    assert created.status_code == 201, created.text
-    upload_id = created.headers["Location"].rsplit("/", 1)[1]
+    upload = create_live(server.url, 200_000, "t.bin")
+    upload_id = upload.rsplit("/", 1)[1]
     patched = requests.patch(
-        server.url + created.headers["Location"],
+        upload,
         data=b"x" * 100_000,
         headers=tus | {"Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"},
         timeout=30,

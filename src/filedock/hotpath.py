@@ -97,9 +97,7 @@ class DocumentGets:
                 (request_ids.HEADER, request_id),
             ],
         )
-        self.metrics.count_request(self.routes[prefix], "GET", 200)
-        if body:
-            self.metrics.sent.inc(len(body))
+        self.metrics.count_answer(self.routes[prefix], "GET", 200, len(body))
         return [body]
 
     def _key(self, environ: dict[str, Any], path: str, prefix: str) -> Key | None:

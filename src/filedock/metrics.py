@@ -99,6 +99,12 @@ class Metrics:
             child = self._requests[key] = self.requests.labels(route, method, str(status))
         child.inc()
 
+    def count_answer(self, route: str, method: str, status: int, sent: int) -> None:
+        """One more request with these labels, and the body bytes its answer sends."""
+        self.count_request(route, method, status)
+        if sent:
+            self.sent.inc(sent)
+
     def observe_upload(self, route: str, seconds: float) -> None:
         """One upload request took this long."""
         child = self._uploads.get(route)
@@ -113,10 +119,7 @@ class Metrics:
         rule = req.url_rule
         route = rule.rule if rule is not None else UNMATCHED
         method = req.method if req.method in METHODS else OTHER_METHOD
-        self.count_request(route, method, response.status_code)
-        sent = sent_bytes(method, response)
-        if sent:
-            self.sent.inc(sent)
+        self.count_answer(route, method, response.status_code, sent_bytes(method, response))
         if rule is not None and (rule.endpoint, method) in UPLOADS:
             started = req.environ.get(STARTED_KEY)
             if started is not None:
