@@ -295,7 +295,8 @@ def test_a_large_write_passes_through_the_page_cache_without_staying(
     local: LocalStorage, tmp_path: Path, how: str
 ) -> None:
     """A large upload is handed to the disk window by window and dropped from the page cache
-    once durable; a small one stays cached (likely read again soon)."""
+    once durable, and so is a 100 KiB one once fsynced; a small one stays cached (likely read
+    again soon)."""
     big = os.urandom(1 << 20) * 40
     if how == "put":
         local.put(Key("big.bin"), io.BytesIO(big), "application/octet-stream")
@@ -308,6 +309,8 @@ def test_a_large_write_passes_through_the_page_cache_without_staying(
             hashlib.sha256(big).hexdigest(), local_module.ANYTHING,
         )  # fmt: skip
     local.put(Key("small.json"), io.BytesIO(b"{}" * 1000), "application/json")
+    local.put(Key("medium.bin"), io.BytesIO(os.urandom(100 << 10)), "application/octet-stream")
+    assert _resident_pages(tmp_path / "store" / "medium.bin")[0] == 0
     resident, pages = _resident_pages(tmp_path / "store" / "big.bin")
     assert (tmp_path / "store" / "big.bin").read_bytes() == big
     assert resident < pages // 10, f"{resident} of {pages} pages still cached"

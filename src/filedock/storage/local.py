@@ -145,6 +145,8 @@ class LocalStorage:
     def _path(self, key: Key) -> str:
         """The file path of key, refusing anything that resolves outside the root."""
         path = os.path.join(self.root, key)
+        if self._no_link_below_root(key):
+            return path  # what realpath(path) gives, the root being real already
         real = os.path.realpath(path)
         if real != path:
             rel = os.path.relpath(real, self.root)
@@ -153,6 +155,23 @@ class LocalStorage:
             if rel.split(os.sep, 1)[0].startswith(RESERVED_PREFIX):
                 raise ObjectNotFound(f"no object at {key}")
         return real
+
+    def _no_link_below_root(self, key: str) -> bool:
+        """Is key a plain relative path on which no existing file below the root is a
+        symbolic link? Then it resolves to itself: one lstat(2) per segment, where realpath
+        takes one for every folder from `/` (each upload resolves its key several times)."""
+        segments = key.split("/")
+        if os.sep != "/" or any(s in ("", ".", "..") for s in segments):
+            return False
+        path = self.root
+        for segment in segments:
+            path = f"{path}/{segment}"
+            try:
+                if statmod.S_ISLNK(os.lstat(path).st_mode):
+                    return False
+            except (FileNotFoundError, NotADirectoryError):
+                return True  # nothing exists from here on: realpath keeps the rest as it is
+        return True
 
     def _hashed(self, folder: str, key: str, suffix: str) -> str:
         digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
@@ -894,15 +913,28 @@ class Writeback:
         self.previous, self.started = self.started, end
 
     def synced(self, end: int) -> None:
-        """The file is fsynced up to offset end: a write of a window or more leaves nothing
-        in the page cache (a small one stays, as it is likely read again soon)."""
-        if _SYNC_FILE_RANGE is not None and end - self.first >= self.WINDOW_BYTES:
-            os.posix_fadvise(self.fd, self.first, end - self.first, os.POSIX_FADV_DONTNEED)
+        """The file is fsynced up to offset end: what was written leaves the page cache."""
+        _drop_written(self.fd, self.first, end)
 
     def rest(self, size: int) -> None:
         """Hand the part not handed yet to the disk, without waiting."""
         if _SYNC_FILE_RANGE is not None and size > self.handed:
             _SYNC_FILE_RANGE(self.fd, self.handed, size - self.handed, _WRITE)
+
+
+# Below this, a durable write stays in the page cache: JSON documents and other small files
+# are likely read again soon, and a page or two costs little. From it on, the pages a write
+# took are given back once they are on disk, and the next write takes those same pages: in a
+# virtual machine that hands free memory back to its host, a new page costs a host fault (a
+# durable 100 KiB file here: 0.5 ms kept, 0.25 ms given back; its write(2) 0.21 -> 0.02 ms).
+KEEP_CACHED_BYTES = 64 << 10
+
+
+def _drop_written(fd: int, start: int, end: int) -> None:
+    """Drop bytes start..end of a file, fsynced (so clean), from the page cache: all of a
+    write of KEEP_CACHED_BYTES or more, none of a smaller one. (A no-op off Linux.)"""
+    if hasattr(os, "posix_fadvise") and end - start >= KEEP_CACHED_BYTES:
+        os.posix_fadvise(fd, start, end - start, os.POSIX_FADV_DONTNEED)
 
 
 _OFD_SETLKW: int | None = getattr(fcntl, "F_OFD_SETLKW", None)
@@ -960,10 +992,13 @@ def _hash_file(path: str) -> str:
 
 
 def _fsync_path(path: str, flags: int = 0) -> None:
-    """fsync the file (or, with O_DIRECTORY, the folder) at path."""
+    """fsync the file (or, with O_DIRECTORY, the folder) at path; a file written in full
+    then leaves the page cache as a staged one does (see KEEP_CACHED_BYTES)."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | flags)
     try:
         os.fsync(fd)
+        if not flags:
+            _drop_written(fd, 0, os.fstat(fd).st_size)
     finally:
         os.close(fd)
 
