@@ -558,6 +558,22 @@ def patch_head(url: str, offset: int, length: int) -> str:
     )
 
 
+def flock_held(store_dir: Path, name: str) -> bool:
+    """Does some process hold the local store's lock called name (FileLocker's file), by
+    /proc/locks, without taking it?"""
+    digest = hashlib.sha256(name.encode()).hexdigest()
+    path = store_dir / ".filedock" / "locks" / "names" / digest[:2] / (digest + ".lock")
+    try:
+        inode = path.stat().st_ino
+    except FileNotFoundError:
+        return False
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if "->" not in fields and "FLOCK" in fields and fields[5].endswith(f":{inode}"):
+            return True
+    return False
+
+
 class TestOverTheWire:
     def test_concurrent_patch_loses_with_423(
         self, live_server: LiveServer, store_dir: Path
@@ -567,8 +583,14 @@ class TestOverTheWire:
         slow = socket.create_connection((parts.hostname, parts.port), timeout=30)
         try:
             raw_request(slow, patch_head(upload, 0, 10), b"01234")  # holds the upload's lock
-            statuses = []
+            # ...once it has it: a probe sent before could take the lock first, and the slow
+            # request would then be the one refused
+            name = "upload:" + upload.rsplit("/", 1)[1]
             deadline = time.monotonic() + 30  # the slow request may wait for a busy machine
+            while not flock_held(store_dir, name) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert flock_held(store_dir, name)
+            statuses = []
             while time.monotonic() < deadline:
                 # a wrong offset: 409 while the upload is free (changing nothing), 423 while taken
                 response = requests.patch(

@@ -294,9 +294,11 @@ class LocalStorage:
         try:
             if verify is not None:
                 verify(staged.sha256)
-            return self.commit(key, staged, content_type, expect)
-        finally:
+            info = self.commit(key, staged, content_type, expect)
+        except BaseException:
             self.discard(staged)
+            raise
+        return info
 
     def stage(self, data: BinaryIO, max_bytes: int | None = None) -> Staged:
         """Copy data to a new staging file in one hashing pass, then fsync it."""
@@ -455,9 +457,10 @@ class LocalStorage:
         path = self._path(key)
         staging = self._staging_path(staged.id)
         with self._lock(key):
-            created = not self._check_expect(key, expect)
+            created = not self._check_expect(key, expect, path)
             parent = os.path.dirname(path)
-            self._make_parent(key, parent)
+            if parent != self.root:
+                self._make_parent(key, parent)
             if self._path(key) != path:  # a parent was swapped for a symlink meanwhile
                 raise ObjectNotFound(f"no object at {key}")
             if os.path.isdir(path):
@@ -484,7 +487,24 @@ class LocalStorage:
                     _fsync_dir(parent)
                 else:
                     batch.folders.add(parent)
-            return replace(self._info(key, path, os.stat(path)), created=created)
+            return self._committed(key, st, meta, created)
+
+    def _committed(
+        self, key: Key, st: os.stat_result, meta: dict[str, object], created: bool
+    ) -> ObjectInfo:
+        """The description of a file just committed (st: its stat before the rename, which
+        keeps its inode and times), remembered as stat() would remember it."""
+        info = ObjectInfo(
+            key=key,
+            size=st.st_size,
+            content_type=str(meta["content_type"]),
+            sha256=str(meta["sha256"]),
+            modified=datetime.fromtimestamp(st.st_mtime_ns / 1e9, UTC).replace(microsecond=0),
+        )
+        if len(self._known) >= KNOWN_ENTRIES:
+            self._known.clear()
+        self._known[key] = (_stamp(st), info)
+        return replace(info, created=created)
 
     def _make_parent(self, key: Key, parent: str) -> None:
         """Create the folders above key. A delete of the last file in one of them removes it
@@ -529,14 +549,14 @@ class LocalStorage:
             self._make_parent(key, parent)
         raise Conflict(f"the folders above {key} kept being removed; try again")
 
-    def _check_expect(self, key: Key, expect: Expect) -> bool:
-        """Whether an object is at key, once `expect` holds (no hashing for Anything)."""
+    def _check_expect(self, key: Key, expect: Expect, path: str) -> bool:
+        """Whether an object is at key (resolved to path), once `expect` holds (no hashing
+        for Anything)."""
         if isinstance(expect, Anything):
             try:
-                self._stat_file(key)
-            except ObjectNotFound:
+                return statmod.S_ISREG(os.stat(path).st_mode)
+            except (FileNotFoundError, NotADirectoryError):
                 return False
-            return True
         try:
             current: ObjectInfo | None = self.stat(key)
         except ObjectNotFound:
@@ -548,7 +568,7 @@ class LocalStorage:
         """Remove the file at key and any folders that become empty."""
         with self._lock(key):
             path, _ = self._stat_file(key)
-            self._check_expect(key, expect)
+            self._check_expect(key, expect, path)
             try:
                 os.unlink(path)
             except FileNotFoundError:
@@ -754,6 +774,10 @@ class LocalStorage:
             size = os.fstat(fd).st_size
             if size < offset:
                 raise Conflict(f"the upload holds {size} bytes, not {offset}")
+            # What earlier chunks wrote is on disk (each fsynced before its answer): it leaves
+            # the page cache now, while this chunk's bytes are still arriving, rather than on
+            # the way to the previous chunk's answer.
+            _drop_written(fd, 0, offset)
             position = offset
             writeback = Writeback(fd, offset, step_bytes=UPLOAD_STEP_BYTES)
             try:
@@ -772,7 +796,6 @@ class LocalStorage:
                     if verify is not None:
                         verify()
                     os.fsync(fd)
-                    writeback.synced(position)
             except BaseException:
                 with suppress(OSError):
                     os.ftruncate(fd, offset)
@@ -801,6 +824,12 @@ class LocalStorage:
         """Hard-link the upload's file into staging and commit it from there (a rename); the
         upload's own file is removed once that succeeded."""
         source = self._upload_path(upload_id)
+        with suppress(OSError):  # its last chunk, fsynced, leaves the page cache as a PUT's does
+            fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                _drop_written(fd, 0, os.fstat(fd).st_size)
+            finally:
+                os.close(fd)
         link_id = self._new_staging_id()
         try:
             os.link(source, self._staging_path(link_id))
