@@ -11,9 +11,11 @@ is faster, or uses less memory for the RSS rows).
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import http.client
 import json
+import mmap
 import os
 import platform
 import re
@@ -528,6 +530,43 @@ def w_tus(s: Server, c: Context) -> Result | None:
     return throughput(c.sizes.big, time.perf_counter() - start)
 
 
+def w_tus_one_connection(s: Server, c: Context) -> Result | None:
+    """The same tus upload from a client that keeps one connection and sends the chunks
+    straight from the page cache: what the server's tus path costs without tuspy's per-chunk
+    connection and copies (tuspy calls requests.patch without a session)."""
+    if not s.tus:
+        return None
+    url = urllib.parse.urlsplit(s.url)
+    conn = http.client.HTTPConnection(url.hostname or "", url.port, timeout=600)
+    tus = {"Tus-Resumable": "1.0.0"}
+    with open(c.payload, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        try:
+            start = time.perf_counter()
+            target = base64.b64encode(b"tus-one.bin").decode()
+            conn.request("POST", s.tus, headers=tus | {
+                "Upload-Length": str(len(data)),
+                "Upload-Metadata": f"path {target},overwrite {base64.b64encode(b'true').decode()}",
+            })  # fmt: skip
+            created = conn.getresponse()
+            created.read()
+            location, offset = created.getheader("Location") or "", 0
+            while offset < len(data):
+                chunk = memoryview(data)[offset : offset + 8 * MIB]
+                conn.request("PATCH", location, body=chunk, headers=tus | {
+                    "Upload-Offset": str(offset),
+                    "Content-Type": "application/offset+octet-stream",
+                })  # fmt: skip
+                answer = conn.getresponse()
+                answer.read()
+                chunk.release()
+                if answer.status != 204:
+                    raise RuntimeError(f"PATCH answered {answer.status}")
+                offset = int(answer.getheader("Upload-Offset") or 0)
+            return throughput(len(data), time.perf_counter() - start)
+        finally:
+            conn.close()
+
+
 def wrk(url: str, seconds: int) -> tuple[float, float, float]:
     out = subprocess.run(
         ["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency", url],
@@ -706,6 +745,7 @@ TRANSFERS: list[
     ("raw PUT", w_put),
     ("multipart upload", w_multipart),
     ("tus upload (8 MiB chunks)", w_tus),
+    ("tus upload (8 MiB chunks), one connection", w_tus_one_connection),
     ("download", w_download),
     ("range download (2nd half)", w_range),
 ]
@@ -765,7 +805,7 @@ def run_server(
             for scaling in SCALING if "scaling" in groups else []:
                 for label, result in attempt(s, scaling.__name__, scaling, c) or []:
                     out.setdefault(label, []).append(result)
-            for stale in ("big.bin", "mp.bin", "tus.bin"):
+            for stale in ("big.bin", "mp.bin", "tus.bin", "tus-one.bin"):
                 (root / stale).unlink(missing_ok=True)
             if not s.syncs:  # so that the next run writes new files, as the fsyncs assume
                 shutil.rmtree(root / "small", ignore_errors=True)

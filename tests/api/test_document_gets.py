@@ -38,21 +38,6 @@ def docs(store_dir: Path) -> dict[str, bytes]:
     return DOCS
 
 
-@pytest.fixture
-def app_requests(app: Flask) -> Iterator[list[str]]:
-    """The paths of the requests the Flask app itself handled."""
-    seen: list[str] = []
-
-    def started(sender: Flask, **extra: object) -> None:
-        from flask import request
-
-        seen.append(request.full_path)
-
-    request_started.connect(started, app)
-    yield seen
-    request_started.disconnect(started, app)
-
-
 def quote(key: str) -> str:
     return requests.utils.quote(key, safe="/")
 

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 import requests
-from flask import Flask, request_started
+from flask import request_started
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from filedock.app import create_app
 from filedock.auth import hash_token
 from filedock.config import Settings, Token
+from tests.api.test_document_gets import quote
 from tests.api.test_operations import FILE_RULE, scrape, value
 from tests.conftest import LiveServer, start_server
 
@@ -30,25 +31,6 @@ KEYS = [
     "100%/#hash?.png",
 ]
 PER_REQUEST = {"Date", "X-Request-ID"}
-
-
-@pytest.fixture
-def app_requests(app: Flask) -> Iterator[list[str]]:
-    """The paths of the requests the Flask app itself handled."""
-    seen: list[str] = []
-
-    def started(sender: Flask, **extra: object) -> None:
-        from flask import request
-
-        seen.append(request.full_path)
-
-    request_started.connect(started, app)
-    yield seen
-    request_started.disconnect(started, app)
-
-
-def quote(key: str) -> str:
-    return requests.utils.quote(key, safe="/")
 
 
 def comparable(response: TestResponse) -> tuple[int, list[tuple[str, str]], dict[str, object]]:
