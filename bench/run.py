@@ -766,9 +766,25 @@ def attempt(s: Server, label: str, fn: Callable[[Server, Context], T], c: Contex
     try:
         return fn(s, c)
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-        FAILURES.append(f"{s.name}, {label}: {str(exc)[:300]}")
-        print(f"{s.name}: {label} failed: {exc}", file=sys.stderr, flush=True)
+        errors = error_lines(c.work / f"{s.name}.log")
+        FAILURES.append(
+            f"{s.name}, {label}: {str(exc)[:300]}" + "".join(f"\n  {e}" for e in errors)
+        )
+        print(f"{s.name}: {label} failed: {exc}", *errors, sep="\n", file=sys.stderr, flush=True)
         return None
+
+
+ERROR_ANSWER = re.compile(r'" [45]\d\d |Traceback|Error')
+
+
+def error_lines(log: Path, most: int = 5) -> list[str]:
+    """The last error answers and tracebacks in a server's log, to tell why a workload failed
+    (the log goes with the work folder at the end of the run)."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    return [line[:300] for line in lines if ERROR_ANSWER.search(line)][-most:]
 
 
 def run_server(
