@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
 import pytest
@@ -242,6 +245,42 @@ def test_refresh_schedule(store_dir: Path) -> None:
     clock.now += REFRESH_SECONDS
     assert [t.name for t in tokens.current()] == ["b"]
     assert hash_token(token) not in {t.hash for t in tokens.current()}
+
+
+class SlowRecords(LocalStorage):
+    """A local store whose token listing waits for `go` once `hold` is set."""
+
+    def __init__(self, root: str) -> None:
+        super().__init__(root)
+        self.hold, self.go, self.reading = threading.Event(), threading.Event(), threading.Event()
+
+    def list_records(self, prefix: str) -> Iterator[str]:
+        if self.hold.is_set():
+            self.reading.set()
+            assert self.go.wait(30)
+        return super().list_records(prefix)
+
+
+def test_after_an_idle_spell_a_request_waits_for_the_re_read_rather_than_refusing(
+    store_dir: Path,
+) -> None:
+    """Ten idle seconds mean nobody asked, not that the store is down: while one thread
+    re-reads the tokens, another one waits for that read instead of answering 503."""
+    storage = SlowRecords(str(store_dir))
+    create(store_dir, "read", "--name", "a")
+    clock = Clock()
+    tokens = StoreTokens(storage, str(store_dir), clock)
+    clock.now += STALE_SECONDS + 1  # idle
+    storage.hold.set()
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(tokens.current)  # re-reads, held inside the listing
+        assert storage.reading.wait(30)
+        second = pool.submit(tokens.current)  # must wait for that read, not refuse
+        with pytest.raises(FutureTimeout):
+            second.result(timeout=0.2)
+        storage.go.set()
+        assert [t.name for t in first.result(30)] == ["a"]
+        assert [t.name for t in second.result(30)] == ["a"]
 
 
 def test_token_commands_on_an_s3_store_take_its_endpoint(

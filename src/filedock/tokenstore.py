@@ -177,7 +177,15 @@ class StoreTokens:
             finally:
                 self._lock.release()
         if self._clock() - self._read_at >= STALE_SECONDS:
-            raise StoreTokensUnavailable("the store's tokens cannot be read")
+            # Not read for a while: after an idle spell that only means that nobody asked.
+            # Another thread may be reading right now; its outcome decides (without this
+            # wait, the first requests after ten idle seconds were refused while one of them
+            # re-read the tokens).
+            with self._lock:
+                if self._clock() - self._tried_at >= REFRESH_SECONDS:
+                    self._refresh(self._clock())
+            if self._clock() - self._read_at >= STALE_SECONDS:
+                raise StoreTokensUnavailable("the store's tokens cannot be read")
         return self._tokens
 
     def _refresh(self, now: float) -> None:
