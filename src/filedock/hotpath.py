@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
-from flask import Flask
+from flask import Flask, Response
 
 from . import access, auth, jsondocs, mediatypes, metrics, request_ids
 from .api import compat
@@ -183,7 +183,8 @@ class FilePuts:
                 return self.app(environ, start_response)  # nothing read: the app starts over
             return self._app_answers(environ, start_response, exc)
         status = 201 if info.created else 200
-        payload = self.flask_app.json.response(metadata_json(info)).get_data()  # as jsonify
+        answer = cast(Response, self.flask_app.json.response(metadata_json(info)))
+        payload = answer.get_data()  # the bytes jsonify gives
         request_id = request_ids.sane(environ.get("HTTP_X_REQUEST_ID")) or request_ids.new_id()
         environ[request_ids.ENVIRON_KEY] = request_id
         location = environ.get("SCRIPT_NAME", "") + FILES + self.to_url(key)
