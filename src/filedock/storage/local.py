@@ -71,6 +71,17 @@ Entries = list[str]
 """A folder's entry names, a folder's ending in '/' (no file's name can)."""
 
 
+def _described(key: str, st: os.stat_result, meta: dict[str, object]) -> ObjectInfo:
+    """The description of the file st stats, whose hash and type meta gives."""
+    return ObjectInfo(
+        key=key,
+        size=st.st_size,
+        content_type=str(meta.get("content_type") or guess_type(key)),
+        sha256=str(meta["sha256"]),
+        modified=datetime.fromtimestamp(st.st_mtime_ns / 1e9, UTC).replace(microsecond=0),
+    )
+
+
 def _stamp(st: os.stat_result) -> tuple[int, int, int, int]:
     """What identifies one version of one file: a replacement changes at least one of these."""
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
@@ -217,13 +228,13 @@ class LocalStorage:
             meta = {"stamp": stamp, "sha256": _hash_file(path), "content_type": guess_type(key)}
             with suppress(OSError):
                 self._write_meta(meta_path, meta)
-        return ObjectInfo(
-            key=key,
-            size=st.st_size,
-            content_type=str(meta.get("content_type") or guess_type(key)),
-            sha256=str(meta["sha256"]),
-            modified=datetime.fromtimestamp(st.st_mtime_ns / 1e9, UTC).replace(microsecond=0),
-        )
+        return _described(key, st, meta)
+
+    def _remember(self, key: str, st: os.stat_result, info: ObjectInfo) -> None:
+        """Keep info as the description of the file st stamps (see stat())."""
+        if len(self._known) >= KNOWN_ENTRIES:
+            self._known.clear()
+        self._known[key] = (_stamp(st), info)
 
     def _write_meta(self, meta_path: str, meta: dict[str, object]) -> None:
         os.makedirs(os.path.dirname(meta_path), exist_ok=True)
@@ -264,9 +275,7 @@ class LocalStorage:
                 return known[1]
         path, st = self._stat_file(key)
         info = self._info(key, path, st)
-        if len(self._known) >= KNOWN_ENTRIES:
-            self._known.clear()
-        self._known[key] = (_stamp(st), info)
+        self._remember(key, st, info)
         return info
 
     def open(self, key: Key, start: int = 0, end: int | None = None) -> BinaryIO:
@@ -494,16 +503,8 @@ class LocalStorage:
     ) -> ObjectInfo:
         """The description of a file just committed (st: its stat before the rename, which
         keeps its inode and times), remembered as stat() would remember it."""
-        info = ObjectInfo(
-            key=key,
-            size=st.st_size,
-            content_type=str(meta["content_type"]),
-            sha256=str(meta["sha256"]),
-            modified=datetime.fromtimestamp(st.st_mtime_ns / 1e9, UTC).replace(microsecond=0),
-        )
-        if len(self._known) >= KNOWN_ENTRIES:
-            self._known.clear()
-        self._known[key] = (_stamp(st), info)
+        info = _described(key, st, meta)
+        self._remember(key, st, info)
         return replace(info, created=created)
 
     def _make_parent(self, key: Key, parent: str) -> None:
