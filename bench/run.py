@@ -246,7 +246,9 @@ def granian_cmd(work: Path, port: int) -> tuple[list[str], dict[str, str]]:
 
 
 def uwsgi_cmd(work: Path, port: int) -> tuple[list[str], dict[str, str]]:
-    return [str(BIN / "uwsgi"), "--http-socket", f"127.0.0.1:{port}", "--master",
+    # --http11-socket: keep-alive, as every other server here has (--http-socket closes after
+    # each answer without saying so)
+    return [str(BIN / "uwsgi"), "--http11-socket", f"127.0.0.1:{port}", "--master",
             "--processes", str(WORKERS), "--threads", str(THREADS), "--die-on-term",
             "--wsgi-file", str(HERE / "wsgi_filedock.py"), "--callable", "app",
             "--buffer-size", "32768", "--disable-logging"], {"FILEDOCK_STORE": str(work / "filedock")}  # fmt: skip
@@ -551,14 +553,14 @@ def w_tus_one_connection(s: Server, c: Context) -> Result | None:
             created.read()
             location, offset = created.getheader("Location") or "", 0
             while offset < len(data):
-                chunk = memoryview(data)[offset : offset + 8 * MIB]
-                conn.request("PATCH", location, body=chunk, headers=tus | {
-                    "Upload-Offset": str(offset),
-                    "Content-Type": "application/offset+octet-stream",
-                })  # fmt: skip
-                answer = conn.getresponse()
-                answer.read()
-                chunk.release()
+                # released however the request ends, or the mmap cannot close
+                with memoryview(data)[offset : offset + 8 * MIB] as chunk:
+                    conn.request("PATCH", location, body=chunk, headers=tus | {
+                        "Upload-Offset": str(offset),
+                        "Content-Type": "application/offset+octet-stream",
+                    })  # fmt: skip
+                    answer = conn.getresponse()
+                    answer.read()
                 if answer.status != 204:
                     raise RuntimeError(f"PATCH answered {answer.status}")
                 offset = int(answer.getheader("Upload-Offset") or 0)
