@@ -66,6 +66,8 @@ class DocumentGets:
         self.app = app
         self.storage = storage
         self.max_bytes = settings.max_json_bytes
+        # answer(cached_only=True) may be asked in a loop that must not wait on a network
+        self.stat_is_local: bool = getattr(storage, "stat_is_local", False)
         self.tokens: access.TokenSource = flask_app.extensions[access.EXTENSION]
         self.metrics: metrics.Metrics = flask_app.extensions[metrics.EXTENSION]
         self.flask_app = flask_app
@@ -77,15 +79,34 @@ class DocumentGets:
             self.cors.append(("Access-Control-Expose-Headers", exposed))
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        found = self.answer(environ)
+        if found is None:
+            return self.app(environ, start_response)
+        headers, body = found
+        start_response("200 OK", headers)
+        return [body]
+
+    def answer(
+        self, environ: dict[str, Any], cached_only: bool = False
+    ) -> tuple[list[tuple[str, str]], bytes] | None:
+        """The headers and body of the 200 for a plain GET of a document (counted in the
+        metrics, its request ID in environ), or None for the app to answer. cached_only: also
+        None unless the document's current version is cached, checked and its body made, so
+        that nothing is read or parsed (the worker's main loop asks so)."""
         path: str = environ.get("PATH_INFO", "")
         prefix = NATIVE if path.startswith(NATIVE) else COMPAT if path.startswith(COMPAT) else ""
         key = self._key(environ, path, prefix) if prefix else None
         if key is None:
-            return self.app(environ, start_response)
+            return None
         try:
             if not _may(self.tokens, environ, auth.READ, key):
-                return self.app(environ, start_response)
-            doc = jsondocs.get_document(self.storage, key, self.max_bytes)
+                return None
+            if cached_only:
+                doc = jsondocs.cached_document(self.storage, key, self.max_bytes)
+                if doc is None or not doc.checked or (prefix == COMPAT and not doc.made("compat")):
+                    return None
+            else:
+                doc = jsondocs.get_document(self.storage, key, self.max_bytes)
             doc.check()
             if prefix == NATIVE:
                 body = doc.data
@@ -94,21 +115,17 @@ class DocumentGets:
                 body = doc.derived("compat", self._compat_body)
                 headers = []
         except Exception:  # noqa: BLE001 - the app answers it (404, 413, 422, 503...) itself
-            return self.app(environ, start_response)
+            return None
         request_id = request_ids.sane(environ.get("HTTP_X_REQUEST_ID")) or request_ids.new_id()
         environ[request_ids.ENVIRON_KEY] = request_id
-        start_response(
-            "200 OK",
-            [
-                ("Content-Type", jsondocs.JSON),
-                ("Content-Length", str(len(body))),
-                *headers,
-                *self.cors,
-                (request_ids.HEADER, request_id),
-            ],
-        )
         self.metrics.count_answer(self.routes[prefix], "GET", 200, len(body))
-        return [body]
+        return [
+            ("Content-Type", jsondocs.JSON),
+            ("Content-Length", str(len(body))),
+            *headers,
+            *self.cors,
+            (request_ids.HEADER, request_id),
+        ], body
 
     def _key(self, environ: dict[str, Any], path: str, prefix: str) -> Key | None:
         """The document's key if this request is a plain GET of one, else None."""

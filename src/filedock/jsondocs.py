@@ -490,6 +490,15 @@ class Document:
                     self._add(len(found))
         return found
 
+    def made(self, name: str) -> bytes | None:
+        """The derived bytes called name, if they have been made."""
+        return self._derived.get(name)
+
+    @property
+    def checked(self) -> bool:
+        """Has check() decided about this version already (either way)?"""
+        return self._checked
+
     def check(self) -> None:
         """Raise InvalidDocument (or JsonTooComplex) unless the bytes are JSON; decided once
         per version, without keeping the parsed value of a large document."""
@@ -667,6 +676,17 @@ def read_bytes(storage: Storage, key: Key, max_bytes: int) -> tuple[bytes, Objec
     if len(data) > max_bytes:
         raise TooLarge(f"the document is larger than {max_bytes} bytes")
     return data, info
+
+
+def cached_document(
+    storage: Storage, key: Key, max_bytes: int, cache: DocumentCache = CACHE
+) -> Document | None:
+    """The current version of the document at key if the cache holds it, else None (nothing
+    is read but the stat)."""
+    info = storage.stat(key)
+    if info.size > max_bytes:
+        return None
+    return cache.get(key, info.etag)
 
 
 def get_document(

@@ -34,7 +34,7 @@ from gunicorn.http2 import negotiation
 from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
 from prometheus_client import multiprocess
 
-from . import accesslog, tokenstore
+from . import accesslog, hotpath, mainloop, tokenstore
 from .app import create_app
 from .config import Settings
 from .errors import problem_body
@@ -512,6 +512,9 @@ class Worker(ThreadWorker):  # type: ignore[misc]
     - A connection is closed gracefully, in the main loop: the answer is sent, then what the
       client still sends is read and dropped for a while (LINGER_SECONDS), so a client
       uploading a body the server refused receives the answer instead of a reset.
+    - A plain GET of a cached JSON document is answered by the main loop itself, without a
+      thread (see mainloop.py): the hand-offs to and from a thread cost such a request more
+      than its answer.
     - The requests gunicorn refuses itself (a malformed request line or header, a line over
       the limit) are answered in problem+json like the rest of the API, not in HTML. gunicorn
       still decides the status, logs and counts the request."""
@@ -577,6 +580,24 @@ class Worker(ThreadWorker):  # type: ignore[misc]
         """Load the app, then keep credentials out of its log lines too."""
         super().load_wsgi()
         accesslog.redact_handlers(logging.getLogger("filedock"))
+        self.documents = self.documents_here()
+
+    def documents_here(self) -> hotpath.DocumentGets | None:
+        """The app's document GETs, if the main loop may answer them: the app answers plain
+        GETs in front of Flask (no proxy fix-up in front of that), over plain HTTP/1 without
+        the PROXY protocol or a SCRIPT_NAME, from a store whose stat() waits on no network."""
+        gets = getattr(self.wsgi, "wsgi_app", None)
+        if not isinstance(gets, hotpath.DocumentGets) or not gets.stat_is_local:
+            return None
+        if self.cfg.is_ssl or self.cfg.proxy_protocol not in (False, "off", None):
+            return None
+        if os.environ.get("SCRIPT_NAME"):
+            return None
+        # gunicorn picks the URL scheme from these (and refuses some mixes of them)
+        self.declined = frozenset(
+            name.upper() for name in (self.cfg.secure_scheme_headers or {})
+        ) | {"FORWARDED"}
+        return gets
 
     # -- receiving request heads in the main loop --------------------------------------------
 
@@ -643,9 +664,100 @@ class Worker(ThreadWorker):  # type: ignore[misc]
         self.receive_head(conn)
 
     def dispatch(self, conn: Any) -> None:
-        """The head is here: give the connection to a thread."""
-        conn.filedock_head = bytes(self.heads.pop(conn).data)
+        """The head is here: answer it here if it is a plain GET of a cached document, else
+        give the connection to a thread."""
+        head = bytes(self.heads.pop(conn).data)
+        here = self.documents is not None and head.startswith(b"GET /")
+        if here and self.answer_here(conn, head):
+            return
+        conn.filedock_head = head
         super().enqueue_req(conn)
+
+    # -- answering plain document GETs in the main loop (see mainloop.py) ----------------
+
+    def answer_here(self, conn: Any, head: bytes) -> bool:
+        """Answer a plain GET of a cached document without a thread; False: not one."""
+        assert self.documents is not None
+        if not self.alive or self.nr + 1 >= self.max_requests:
+            return False  # this answer says Connection: close: a thread writes it
+        if len(self.keepalived_conns) >= self.max_keepalived:
+            return False
+        cfg = self.cfg
+        get = mainloop.plain_get(
+            head,
+            cfg.limit_request_line,
+            cfg.limit_request_field_size,
+            cfg.limit_request_fields,
+            self.declined,
+        )
+        if get is None:
+            return False
+        started = datetime.now()
+        environ = mainloop.environ_of(get, conn.client, conn.server)
+        try:
+            found = self.documents.answer(environ, cached_only=True)
+        except Exception:  # the main loop must go on: a thread and the app answer it
+            self.log.exception("a document GET could not be answered in the main loop")
+            return False
+        if found is None:
+            return False
+        headers, body = found
+        self.nr += 1
+        answer_head = mainloop.response_head(headers, http_date())
+        request, response = mainloop.Logged(get.headers), mainloop.Logged(headers)
+        try:
+            sent = socket.socket.sendmsg(conn.sock, [answer_head, body])
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self.log.access(response, request, environ, datetime.now() - started)
+            self.nr_conns -= 1
+            conn.close()
+            return True
+        if sent == len(answer_head) + len(body):
+            response.sent = len(body)
+            self.log.access(response, request, environ, datetime.now() - started)
+            conn.set_timeout()
+            self.keepalived_conns.append(conn)
+            self.poller.register(
+                conn.sock, selectors.EVENT_READ, partial(self.on_client_socket_readable, conn)
+            )
+            return True
+        rest = (answer_head + body)[sent:]
+        future = self.tpool.submit(
+            self.send_rest, conn, rest, len(body), request, response, environ, started
+        )
+        future.add_done_callback(
+            lambda done: self.method_queue.defer(self.finish_request, conn, done)
+        )
+        return True
+
+    def send_rest(
+        self,
+        conn: Any,
+        rest: bytes,
+        body_length: int,
+        request: mainloop.Logged,
+        response: mainloop.Logged,
+        environ: dict[str, Any],
+        started: datetime,
+    ) -> bool:
+        """In a thread: send what the socket did not take of an answer made in the main loop,
+        bounded by client_timeout as any answer; True: keep the connection."""
+        _budget.reset()
+        conn.init()  # the parser the connection needs from here on, as a thread makes it
+        if type(conn.parser.unreader) is SocketUnreader:
+            conn.parser.unreader.__class__ = _BodyUnreader
+        conn.sock.setblocking(True)
+        try:
+            conn.sock.sendall(rest)
+            response.sent = body_length
+            return True
+        except OSError:
+            response.sent = max(0, body_length - len(rest))
+            return False
+        finally:
+            self.log.access(response, request, environ, datetime.now() - started)
 
     def drop_head(self, conn: Any, registered: bool) -> None:
         """Close a connection whose head never came."""

@@ -128,6 +128,9 @@ class LocalStorage:
 
     Offers Records, UploadParts, Staging and Batching; its locker() is flock-based."""
 
+    # stat() asks this machine only (no network): a server may call it where waiting is costly
+    stat_is_local = True
+
     def __init__(self, root: str) -> None:
         os.makedirs(root, exist_ok=True)
         self.root = os.path.realpath(root)

@@ -36,6 +36,9 @@ from .locks import InProcessLocker
 class MemoryStorage:
     """Objects in a dict, guarded by one lock. Offers Records, UploadParts and Staging."""
 
+    # stat() asks this machine only (no network): a server may call it where waiting is costly
+    stat_is_local = True
+
     def __init__(self) -> None:
         self._objects: dict[str, tuple[ObjectInfo, bytes]] = {}
         self._records: dict[str, bytes] = {}
