@@ -30,6 +30,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -1119,7 +1120,10 @@ def main() -> None:
     table = report(results, sizes, names)
     goals = targets(results)
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    failed = "".join(f"\n- failed: {line}" for line in FAILURES)
+    counts = Counter(FAILURES)  # the same failure in every run is listed once
+    failed = "".join(
+        f"\n- failed{f' ({n} times)' if n > 1 else ''}: {line}" for line, n in counts.items()
+    )
     text = f"Run {stamp} on {machine()}.\n\n{versions()}\n\n{table}\n{goals}{failed}\n"
     out.write_text(text)
     (out.with_suffix(".json")).write_text(json.dumps(

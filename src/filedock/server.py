@@ -723,7 +723,8 @@ class Worker(ThreadWorker):  # type: ignore[misc]
                 conn.sock, selectors.EVENT_READ, partial(self.on_client_socket_readable, conn)
             )
             return True
-        rest = (answer_head + body)[sent:]
+        # the rest without copying the body: what is left of the head, then of the body
+        rest = [memoryview(answer_head)[sent:], memoryview(body)[max(0, sent - len(answer_head)) :]]
         future = self.tpool.submit(
             self.send_rest, conn, rest, len(body), request, response, environ, started
         )
@@ -735,7 +736,7 @@ class Worker(ThreadWorker):  # type: ignore[misc]
     def send_rest(
         self,
         conn: Any,
-        rest: bytes,
+        rest: list[memoryview],
         body_length: int,
         request: mainloop.Logged,
         response: mainloop.Logged,
@@ -749,14 +750,17 @@ class Worker(ThreadWorker):  # type: ignore[misc]
         if type(conn.parser.unreader) is SocketUnreader:
             conn.parser.unreader.__class__ = _BodyUnreader
         conn.sock.setblocking(True)
+        unsent = sum(len(part) for part in rest)
         try:
-            conn.sock.sendall(rest)
-            response.sent = body_length
+            for part in rest:
+                if part:
+                    conn.sock.sendall(part)
+                    unsent -= len(part)
             return True
         except OSError:
-            response.sent = max(0, body_length - len(rest))
             return False
         finally:
+            response.sent = body_length - min(body_length, unsent)
             self.log.access(response, request, environ, datetime.now() - started)
 
     def drop_head(self, conn: Any, registered: bool) -> None:
